@@ -1,0 +1,1 @@
+//! Maps key paths to positions in the text and back.
