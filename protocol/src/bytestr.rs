@@ -40,6 +40,12 @@ impl ByteStr {
         self.0.is_empty()
     }
 
+    /// Wraps bytes the caller has already checked to be UTF-8 (the decoder validates each header
+    /// line once); `as_str` stays safe even if that promise were broken.
+    pub(crate) fn from_validated(b: Bytes) -> Self {
+        ByteStr(b)
+    }
+
     /// Wraps `b` after checking it is UTF-8, without copying.
     pub fn try_from_bytes(b: Bytes) -> Result<Self, std::str::Utf8Error> {
         std::str::from_utf8(&b)?;
