@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use std::borrow::Borrow;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 
 /// Immutable UTF-8 string backed by `Bytes`: clone is a refcount bump, and decoded header names and
@@ -10,7 +11,7 @@ use std::ops::Deref;
 ///
 /// The crate forbids `unsafe`, so `as_str` re-checks UTF-8 (cheap for header-sized strings)
 /// instead of trusting the invariant; the invariant is still upheld by every constructor.
-#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteStr(Bytes);
 
 impl ByteStr {
@@ -123,6 +124,13 @@ impl PartialEq<ByteStr> for str {
 impl PartialEq<ByteStr> for &str {
     fn eq(&self, other: &ByteStr) -> bool {
         other == *self
+    }
+}
+
+/// Hashes like `str` (not like `Bytes`), as `Borrow<str>` requires for map lookups by `&str`.
+impl Hash for ByteStr {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
     }
 }
 
