@@ -40,7 +40,11 @@ fn tokenize(pattern: &[u8]) -> Vec<Token> {
     while i < pattern.len() {
         if pattern[i] == b'*' {
             let run = pattern[i..].iter().take_while(|&&b| b == b'*').count();
-            tokens.push(if run >= 2 { Token::AnyStar } else { Token::Star });
+            tokens.push(if run >= 2 {
+                Token::AnyStar
+            } else {
+                Token::Star
+            });
             i += run;
         } else {
             tokens.push(Token::Byte(pattern[i]));

@@ -60,8 +60,7 @@ impl fmt::Display for KeyPath {
 
 fn is_bare_key(k: &str) -> bool {
     !k.is_empty()
-        && k
-            .bytes()
+        && k.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
@@ -205,5 +204,48 @@ fn walk_value(value: &Value, path: &KeyPath, offset: usize, best: &mut Option<(u
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_from_one_in_chars() {
+        let text = "ab\nçd = 1\n";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 3), (2, 1));
+        // 'ç' is two bytes: byte 5 is 'd', the second character.
+        assert_eq!(line_col(text, 5), (2, 2));
+        // Past the end and mid-character offsets do not panic.
+        assert_eq!(line_col(text, 999), (3, 1));
+        assert_eq!(line_col(text, 4), (2, 1));
+    }
+
+    #[test]
+    fn key_path_display_quotes_non_bare_keys() {
+        let p = path(&["queues", "orders.eu", "read"]).index(2);
+        assert_eq!(p.to_string(), "queues.\"orders.eu\".read[2]");
+        assert_eq!(
+            path(&["auth", "users"]).index(0).key("name").to_string(),
+            "auth.users[0].name"
+        );
+    }
+
+    #[test]
+    fn span_and_path_agree() {
+        let text =
+            "[server]\nname = \"x\"\n[[auth.users]]\nname = \"a\"\ngroups = [\"g\", \"h\"]\n";
+        let doc = ImDocument::parse(text).unwrap();
+        for p in [
+            path(&["server", "name"]),
+            path(&["auth", "users"]).index(0).key("groups").index(1),
+        ] {
+            let span = span_of(&doc, &p).unwrap();
+            assert_eq!(path_at(&doc, span.start), Some(p));
+        }
+        assert_eq!(span_of(&doc, &path(&["server", "name"])), Some(9..13));
+        assert_eq!(span_of(&doc, &path(&["nope"])), None);
     }
 }

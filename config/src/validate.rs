@@ -348,7 +348,13 @@ fn queue_can_exist(c: &Config, name: &str) -> bool {
 
 /// Checks the fields one policy layer sets, at that layer's keys.
 /// `own_name` is the queue's name for `[queues.NAME]`.
-fn check_layer(c: &Config, raw: &QueuePolicyRaw, at: &KeyPath, own_name: Option<&str>, p: &mut Problems) {
+fn check_layer(
+    c: &Config,
+    raw: &QueuePolicyRaw,
+    at: &KeyPath,
+    own_name: Option<&str>,
+    p: &mut Problems,
+) {
     if raw.prefetch == Some(0) {
         p.add(at.key("prefetch"), "must be at least 1");
     }
@@ -373,7 +379,10 @@ fn check_layer(c: &Config, raw: &QueuePolicyRaw, at: &KeyPath, own_name: Option<
         if let Err(why) = check_name(dl) {
             p.add(key, format!("dead-letter queue: {why}"));
         } else if own_name == Some(dl.as_str()) {
-            p.add(key, format!("queue {dl:?} cannot be its own dead-letter queue"));
+            p.add(
+                key,
+                format!("queue {dl:?} cannot be its own dead-letter queue"),
+            );
         } else if !queue_can_exist(c, dl) {
             p.add(
                 key,
@@ -410,7 +419,10 @@ fn check_destinations(c: &Config, p: &mut Problems) {
         } else if !(rule.pattern.starts_with("/queue/") || rule.pattern.starts_with("/topic/")) {
             p.add(
                 at.key("pattern"),
-                format!("pattern {:?} must start with \"/queue/\" or \"/topic/\"", rule.pattern),
+                format!(
+                    "pattern {:?} must start with \"/queue/\" or \"/topic/\"",
+                    rule.pattern
+                ),
             );
         }
         check_principals(Some(&rule.who), &at.key("who"), p);
@@ -418,8 +430,18 @@ fn check_destinations(c: &Config, p: &mut Problems) {
         if rule.pattern.starts_with("/queue/") {
             let policy = c.auto_queue_policy(rule);
             if policy.nack == NackPolicy::DeadLetter && policy.dead_letter.is_none() {
-                let key = if rule.policy.nack.is_some() { at.key("nack") } else { path(&["queue_defaults", "nack"]) };
-                p.add(key, format!("nack = \"dead-letter\" but queues created by {:?} have no dead_letter", rule.pattern));
+                let key = if rule.policy.nack.is_some() {
+                    at.key("nack")
+                } else {
+                    path(&["queue_defaults", "nack"])
+                };
+                p.add(
+                    key,
+                    format!(
+                        "nack = \"dead-letter\" but queues created by {:?} have no dead_letter",
+                        rule.pattern
+                    ),
+                );
             }
         }
     }
@@ -428,7 +450,9 @@ fn check_destinations(c: &Config, p: &mut Problems) {
 /// `nack = "dead-letter"` needs a dead-letter queue; reported at the most
 /// specific layer that set `nack` for configured queue `name`.
 fn check_nack(c: &Config, name: &str, p: &mut Problems) {
-    let Some(policy) = c.queue_policy(name) else { return };
+    let Some(policy) = c.queue_policy(name) else {
+        return;
+    };
     if policy.nack != NackPolicy::DeadLetter || policy.dead_letter.is_some() {
         return;
     }
@@ -446,5 +470,8 @@ fn check_nack(c: &Config, name: &str, p: &mut Problems) {
     if c.queues.get(name).is_some_and(|q| q.nack.is_some()) {
         key = path(&["queues", name, "nack"]);
     }
-    p.add(key, format!("nack = \"dead-letter\" but queue {name:?} has no dead_letter"));
+    p.add(
+        key,
+        format!("nack = \"dead-letter\" but queue {name:?} has no dead_letter"),
+    );
 }

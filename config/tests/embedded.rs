@@ -16,7 +16,10 @@ fn embedded_default_parses_with_documented_values() {
     assert_eq!(c.server.listen, vec![loopback]);
     assert!(c.auth.anonymous);
     assert!(c.auth.users.is_empty());
-    assert!(c.auth.rules.is_empty(), "embedded default is an open broker");
+    assert!(
+        c.auth.rules.is_empty(),
+        "embedded default is an open broker"
+    );
     assert!(c.queues.is_empty() && c.topics.is_empty());
     let patterns: Vec<&str> = c.auto_create.iter().map(|r| r.pattern.as_str()).collect();
     assert_eq!(patterns, ["/queue/*", "/topic/*"]);
@@ -139,7 +142,10 @@ fn every_field_appears_in_the_default_text() {
                     "{table}.{key} is not documented in default.toml"
                 );
             } else {
-                assert!(have.contains(key), "{table}.{key} missing from default.toml");
+                assert!(
+                    have.contains(key),
+                    "{table}.{key} missing from default.toml"
+                );
             }
         }
         assert!(
@@ -159,7 +165,10 @@ fn every_field_appears_in_the_default_text() {
                 .lines()
                 .map(|l| l.trim_start_matches('#').trim_start())
                 .any(|l| l.starts_with(&format!("{key} =")));
-            assert!(documented, "{section}: `{key}` is not documented in default.toml");
+            assert!(
+                documented,
+                "{section}: `{key}` is not documented in default.toml"
+            );
         }
     }
 }
@@ -189,7 +198,9 @@ fn serialized_config_parses_back_to_itself() {
     let c = everything();
     let text = toml::to_string(&c).unwrap();
     let mut with_dlq = c.clone();
-    with_dlq.queues.insert("dlq".into(), QueuePolicyRaw::default());
+    with_dlq
+        .queues
+        .insert("dlq".into(), QueuePolicyRaw::default());
     let text_dlq = toml::to_string(&with_dlq).unwrap();
     let back = Config::from_toml(&text_dlq, std::path::Path::new("x.toml")).unwrap();
     assert_eq!(back, with_dlq);

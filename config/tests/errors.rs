@@ -28,7 +28,13 @@ fn assert_error(text: &str, key: &str, line: usize, column: usize, needle: &str)
 #[test]
 fn display_has_file_line_column_key_message() {
     let text = "[queues.orders]\npersistent = true\ndead_letter = \"dlq\"\n";
-    let e = assert_error(text, "queues.orders.dead_letter", 3, 1, "\"dlq\" is not defined");
+    let e = assert_error(
+        text,
+        "queues.orders.dead_letter",
+        3,
+        1,
+        "\"dlq\" is not defined",
+    );
     assert!(
         e.to_string().starts_with(
             "/etc/stompd.toml:3:1: key `queues.orders.dead_letter`: dead-letter queue \"dlq\" is not defined"
@@ -68,13 +74,25 @@ fn syntax_error_has_position() {
 
 #[test]
 fn unknown_top_level_table() {
-    assert_error("\n[servr]\nlisten = []\n", "servr", 2, 2, "unknown field `servr`");
+    assert_error(
+        "\n[servr]\nlisten = []\n",
+        "servr",
+        2,
+        2,
+        "unknown field `servr`",
+    );
 }
 
 #[test]
 fn unknown_field_in_nested_table() {
     let text = "[server]\nname = \"x\"\n\n[queues.orders]\npersistent = true\n  prefech = 5\n";
-    assert_error(text, "queues.orders.prefech", 6, 3, "unknown field `prefech`");
+    assert_error(
+        text,
+        "queues.orders.prefech",
+        6,
+        3,
+        "unknown field `prefech`",
+    );
 }
 
 #[test]
@@ -176,14 +194,26 @@ fn bad_listen_address() {
 #[test]
 fn unknown_allow_permission() {
     let text = "[[auth.rules]]\ndestinations = [\"/queue/a\"]\nusers = [\"*\"]\nallow = [\"read\", \"delete\"]\n";
-    assert_error(text, "auth.rules[0].allow[1]", 4, 18, "unknown variant `delete`");
+    assert_error(
+        text,
+        "auth.rules[0].allow[1]",
+        4,
+        18,
+        "unknown variant `delete`",
+    );
 }
 
 // ---- semantic validation ----
 
 #[test]
 fn no_listener() {
-    assert_error("[server]\nlisten = []\n", "server.listen", 2, 1, "no listener");
+    assert_error(
+        "[server]\nlisten = []\n",
+        "server.listen",
+        2,
+        1,
+        "no listener",
+    );
     // A WebSocket listener alone is enough.
     assert!(parse("[server]\nlisten = []\n[websocket]\nlisten = [\"127.0.0.1:0\"]\n").is_ok());
 }
@@ -191,9 +221,18 @@ fn no_listener() {
 #[test]
 fn duplicate_listen_address() {
     let text = "[server]\nlisten = [\"127.0.0.1:7000\"]\n[admin]\nlisten = [\"127.0.0.1:7000\"]\n";
-    assert_error(text, "admin.listen[0]", 4, 11, "already used by `server.listen[0]`");
+    assert_error(
+        text,
+        "admin.listen[0]",
+        4,
+        11,
+        "already used by `server.listen[0]`",
+    );
     // Port 0 may repeat: each bind picks its own free port.
-    assert!(parse("[server]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = [\"127.0.0.1:0\"]\n").is_ok());
+    assert!(
+        parse("[server]\nlisten = [\"127.0.0.1:0\"]\n[admin]\nlisten = [\"127.0.0.1:0\"]\n")
+            .is_ok()
+    );
 }
 
 #[test]
@@ -236,7 +275,13 @@ fn heartbeat_grace_below_one() {
         1,
         ">= 1.0",
     );
-    assert_error("[heartbeat]\ngrace = nan\n", "heartbeat.grace", 2, 1, ">= 1.0");
+    assert_error(
+        "[heartbeat]\ngrace = nan\n",
+        "heartbeat.grace",
+        2,
+        1,
+        ">= 1.0",
+    );
     assert!(parse("[heartbeat]\ngrace = 1.0\n").is_ok());
 }
 
@@ -254,20 +299,37 @@ fn heartbeat_min_above_max() {
 #[test]
 fn fsync_interval_zero() {
     let text = "[storage]\nfsync = \"interval\"\nfsync_interval_ms = 0\n";
-    assert_error(text, "storage.fsync_interval_ms", 3, 1, "fsync = \"interval\"");
+    assert_error(
+        text,
+        "storage.fsync_interval_ms",
+        3,
+        1,
+        "fsync = \"interval\"",
+    );
     // Unused with "always": allowed.
     assert!(parse("[storage]\nfsync = \"always\"\nfsync_interval_ms = 0\n").is_ok());
 }
 
 #[test]
-fn fsync_interval_zero_via_default_points_at_table() {
-    // The key is not in the file: the error points at the deepest part that is.
-    let e = parse("\n[storage]\nfsync = \"interval\"\nfsync_interval_ms = 1\n").map(|_| ());
-    assert!(e.is_ok());
+fn segment_bytes_and_dir() {
     let text = "[storage]\nsegment_bytes = 1048575\n";
     assert_error(text, "storage.segment_bytes", 2, 1, "1 MiB");
     assert!(parse("[storage]\nsegment_bytes = 1048576\n").is_ok());
     assert_error("[storage]\ndir = \"\"\n", "storage.dir", 2, 1, "empty");
+}
+
+#[test]
+fn key_left_at_default_points_at_its_table() {
+    // max_header_line_bytes keeps its default (16384) and is now too big; it
+    // is not in the file, so the error points at the table that is.
+    let e = assert_error(
+        "[server]\n\n[limits]\nmax_frame_bytes = 100\nmax_body_bytes = 100\n",
+        "limits.max_header_line_bytes",
+        3,
+        2,
+        "larger than limits.max_frame_bytes",
+    );
+    assert!(e.message.starts_with("16384 "), "{e}");
 }
 
 #[test]
@@ -281,7 +343,13 @@ fn duplicate_user_names() {
     let text = format!(
         "[[auth.users]]\nname = \"alice\"\npassword_hash = \"{HASH}\"\n[[auth.users]]\nname = \"bob\"\npassword_hash = \"{HASH}\"\n[[auth.users]]\nname = \"alice\"\npassword_hash = \"{HASH}\"\n"
     );
-    assert_error(&text, "auth.users[2].name", 8, 1, "duplicate user name \"alice\"");
+    assert_error(
+        &text,
+        "auth.users[2].name",
+        8,
+        1,
+        "duplicate user name \"alice\"",
+    );
 }
 
 #[test]
@@ -292,7 +360,13 @@ fn reserved_user_names() {
 
 #[test]
 fn nobody_could_connect() {
-    assert_error("[auth]\nanonymous = false\n", "auth.anonymous", 2, 1, "nobody");
+    assert_error(
+        "[auth]\nanonymous = false\n",
+        "auth.anonymous",
+        2,
+        1,
+        "nobody",
+    );
 }
 
 #[test]
@@ -343,7 +417,13 @@ fn rule_needs_principals_and_permissions() {
 
 #[test]
 fn queue_name_with_slash() {
-    assert_error("[queues.\"a/b\"]\n", "queues.\"a/b\"", 1, 9, "must not contain '/'");
+    assert_error(
+        "[queues.\"a/b\"]\n",
+        "queues.\"a/b\"",
+        1,
+        9,
+        "must not contain '/'",
+    );
     assert_error("[topics.\"\"]\n", "topics.\"\"", 1, 9, "must not be empty");
 }
 
@@ -524,7 +604,11 @@ fn load_directory_is_an_error() {
 fn load_reads_and_validates() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("stompd.toml");
-    std::fs::write(&path, "[server]\nlisten = [\"127.0.0.1:0\"]\nname = \"t\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "[server]\nlisten = [\"127.0.0.1:0\"]\nname = \"t\"\n",
+    )
+    .unwrap();
     assert_eq!(Config::load(&path).unwrap().server.name, "t");
     std::fs::write(&path, "[server]\n\nname = 5\n").unwrap();
     let e = Config::load(&path).unwrap_err();
