@@ -27,7 +27,10 @@ pub fn stompd_bin() -> PathBuf {
         return p;
     }
     let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe.parent().expect("test executable has a parent dir").to_path_buf();
+    let mut dir = exe
+        .parent()
+        .expect("test executable has a parent dir")
+        .to_path_buf();
     if dir.file_name().is_some_and(|n| n == "deps") {
         dir.pop();
     }
@@ -282,7 +285,9 @@ impl Broker {
     }
 
     fn try_status(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// The first STOMP listener's address.
@@ -438,7 +443,11 @@ impl CliOutput {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("`stompd {}` did not exit within {:?}", args.join(" "), TIMEOUT * 2);
+                panic!(
+                    "`stompd {}` did not exit within {:?}",
+                    args.join(" "),
+                    TIMEOUT * 2
+                );
             }
             thread::sleep(Duration::from_millis(10));
         };

@@ -186,7 +186,12 @@ impl Client {
                 self.rbuf.extend_from_slice(&chunk[..n]);
                 Ok(true)
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 Ok(false)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
@@ -328,10 +333,7 @@ impl Client {
                     break Ok(f);
                 }
                 Some(f) if f.command == Command::Error => {
-                    break Err(format!(
-                        "expected RECEIPT {id}, got {}",
-                        describe(&f)
-                    ))
+                    break Err(format!("expected RECEIPT {id}, got {}", describe(&f)))
                 }
                 Some(f) => aside.push(f),
                 None if self.closed => {
@@ -415,7 +417,12 @@ impl Client {
         self.subscribe_sync(&sub, &dest, "auto");
         self.send_to_sync(&dest, tag.as_bytes(), &[("x-tag", tag)]);
         let m = self.expect(Command::Message, TIMEOUT);
-        assert_eq!(m.get("destination"), Some(dest.as_str()), "{}", describe(&m));
+        assert_eq!(
+            m.get("destination"),
+            Some(dest.as_str()),
+            "{}",
+            describe(&m)
+        );
         assert_eq!(m.get("x-tag"), Some(tag), "{}", describe(&m));
         assert_eq!(&m.body[..], tag.as_bytes());
         self.unsubscribe_sync(&sub);
