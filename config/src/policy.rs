@@ -254,11 +254,10 @@ impl QueuePolicy {
         let exp = i32::try_from(attempt - 1).unwrap_or(i32::MAX);
         let secs = self.redelivery_delay.as_secs_f64() * self.redelivery_backoff.powi(exp);
         let max = self.redelivery_delay_max.as_secs_f64();
-        // Guards against inf/NaN from huge exponents before converting.
-        if !secs.is_finite() || secs >= max {
-            self.redelivery_delay_max
-        } else {
-            Duration::from_secs_f64(secs)
+        if secs >= max {
+            return self.redelivery_delay_max;
         }
+        // NaN or negative only from a hand-built policy with a bad backoff.
+        Duration::try_from_secs_f64(secs).unwrap_or(self.redelivery_delay_max)
     }
 }

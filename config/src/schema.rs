@@ -201,7 +201,8 @@ impl HeartbeatConfig {
 
     /// How long a peer expected to beat every `interval` may stay silent.
     pub fn deadline(&self, interval: Duration) -> Duration {
-        interval.mul_f64(self.grace)
+        // Checked: `mul_f64` panics on overflow, and grace is user input.
+        Duration::try_from_secs_f64(interval.as_secs_f64() * self.grace).unwrap_or(Duration::MAX)
     }
 }
 
@@ -454,6 +455,12 @@ impl Config {
     /// Parses and validates `text`; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
         crate::validate::parse(text, origin)
+    }
+
+    /// Runs the semantic checks of [`Config::from_toml`] on a config built
+    /// or changed in code. Errors name the key but no line (there is no text).
+    pub fn validate(&self, origin: &Path) -> Result<(), ConfigError> {
+        crate::validate::validate(self, origin)
     }
 
     /// Reads `path` and parses it with [`Config::from_toml`].

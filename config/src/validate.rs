@@ -57,6 +57,23 @@ pub(crate) fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     }
 }
 
+/// The semantic checks alone, for a [`Config`] built in code: errors have a
+/// key but no position.
+pub(crate) fn validate(config: &Config, origin: &Path) -> Result<(), ConfigError> {
+    let mut problems = Problems::default();
+    check(config, &mut problems);
+    match problems.0.into_iter().next() {
+        Some((key, message)) => Err(ConfigError {
+            file: origin.to_path_buf(),
+            line: None,
+            column: None,
+            key: Some(key.to_string()),
+            message,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// One line per error; hints where toml/serde's wording is terse.
 fn tidy(message: &str) -> String {
     let mut m = message
@@ -403,6 +420,7 @@ fn check_destinations(c: &Config, p: &mut Problems) {
         }
         check_layer(c, raw, &at, Some(name), p);
         check_nack(c, name, p);
+        check_dead_letter_cycle(c, name, p);
     }
     for (name, topic) in &c.topics {
         let at = path(&["topics", name]);
@@ -447,31 +465,54 @@ fn check_destinations(c: &Config, p: &mut Problems) {
     }
 }
 
-/// `nack = "dead-letter"` needs a dead-letter queue; reported at the most
-/// specific layer that set `nack` for configured queue `name`.
+/// The key of `field` in the most specific layer that sets it for
+/// configured queue `name` (see [`Config::queue_policy`]).
+fn source_key(c: &Config, name: &str, field: &str, set: fn(&QueuePolicyRaw) -> bool) -> KeyPath {
+    if c.queues.get(name).is_some_and(set) {
+        return path(&["queues", name, field]);
+    }
+    let destination = format!("/queue/{name}");
+    if let Some(i) = c.auto_create.iter().position(|r| r.matches(&destination)) {
+        if set(&c.auto_create[i].policy) {
+            return path(&["auto_create"]).index(i).key(field);
+        }
+    }
+    path(&["queue_defaults", field])
+}
+
+/// `nack = "dead-letter"` needs a dead-letter queue; reported where `nack`
+/// was set for configured queue `name`.
 fn check_nack(c: &Config, name: &str, p: &mut Problems) {
     let Some(policy) = c.queue_policy(name) else {
         return;
     };
-    if policy.nack != NackPolicy::DeadLetter || policy.dead_letter.is_some() {
-        return;
+    if policy.nack == NackPolicy::DeadLetter && policy.dead_letter.is_none() {
+        p.add(
+            source_key(c, name, "nack", |l| l.nack.is_some()),
+            format!("nack = \"dead-letter\" but queue {name:?} has no dead_letter"),
+        );
     }
-    let mut key = path(&["queue_defaults", "nack"]);
-    if let Some((i, rule)) = c
-        .auto_create
-        .iter()
-        .enumerate()
-        .find(|(_, r)| r.matches(&format!("/queue/{name}")))
-    {
-        if rule.policy.nack.is_some() {
-            key = path(&["auto_create"]).index(i).key("nack");
+}
+
+/// Dead-letter chains must not lead back to where they started, or a
+/// poison message would circulate for ever.
+fn check_dead_letter_cycle(c: &Config, name: &str, p: &mut Problems) {
+    let mut chain = vec![name.to_owned()];
+    let mut current = name.to_owned();
+    while let Some(next) = c.resolve_queue(&current).and_then(|q| q.dead_letter) {
+        if next == name {
+            chain.push(next);
+            p.add(
+                source_key(c, name, "dead_letter", |l| l.dead_letter.is_some()),
+                format!("dead-letter queues form a loop: {}", chain.join(" -> ")),
+            );
+            return;
         }
+        if chain.contains(&next) {
+            // A loop not through `name`: reported when checking its members.
+            return;
+        }
+        chain.push(next.clone());
+        current = next;
     }
-    if c.queues.get(name).is_some_and(|q| q.nack.is_some()) {
-        key = path(&["queues", name, "nack"]);
-    }
-    p.add(
-        key,
-        format!("nack = \"dead-letter\" but queue {name:?} has no dead_letter"),
-    );
 }

@@ -615,3 +615,35 @@ fn load_reads_and_validates() {
     assert_eq!(e.file, path);
     assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("server.name")));
 }
+
+#[test]
+fn dead_letter_loop() {
+    let text = "[queues.a]\ndead_letter = \"b\"\n[queues.b]\ndead_letter = \"c\"\n[queues.c]\ndead_letter = \"a\"\n";
+    assert_error(text, "queues.a.dead_letter", 2, 1, "loop: a -> b -> c -> a");
+    // A chain that ends is fine.
+    assert!(parse(
+        "[queues.a]\ndead_letter = \"b\"\n[queues.b]\ndead_letter = \"c\"\n[queues.c]\n"
+    )
+    .is_ok());
+}
+
+#[test]
+fn dead_letter_loop_through_auto_created_queue() {
+    // "b" is auto-created and inherits dead_letter = "a" from its rule.
+    let text = "[[auto_create]]\npattern = \"/queue/b*\"\ndead_letter = \"a\"\n[queues.a]\ndead_letter = \"b\"\n";
+    assert_error(text, "queues.a.dead_letter", 5, 1, "a -> b -> a");
+}
+
+#[test]
+fn validate_a_config_built_in_code() {
+    let mut c = Config::default();
+    assert!(c.validate(Path::new("code")).is_ok());
+    c.heartbeat.grace = 0.5;
+    let e = c.validate(Path::new("code")).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("heartbeat.grace"));
+    assert_eq!(e.line, None);
+    assert_eq!(
+        e.to_string(),
+        "code: key `heartbeat.grace`: must be a finite number >= 1.0, got 0.5"
+    );
+}

@@ -205,3 +205,12 @@ fsync_interval_ms = 25
     assert_eq!(c.storage.fsync, FsyncMode::Interval);
     assert_eq!(c.storage.fsync_interval(), Duration::from_millis(25));
 }
+
+#[test]
+fn heartbeat_deadline_never_panics() {
+    let mut c = Config::default();
+    c.heartbeat.grace = 1e300;
+    assert_eq!(c.heartbeat.deadline(Duration::from_secs(10)), Duration::MAX);
+    c.heartbeat.grace = f64::NAN;
+    assert_eq!(c.heartbeat.deadline(Duration::from_secs(10)), Duration::MAX);
+}
