@@ -346,7 +346,7 @@ pub struct TopicConfig {
 ///
 /// In the file the policy fields sit next to `pattern` and `who`; serde's
 /// `flatten` cannot be combined with `deny_unknown_fields`, so the file form
-/// is the private flat [`AutoCreateFile`] and converted.
+/// is a private flat struct, converted.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(from = "AutoCreateFile", into = "AutoCreateFile")]
 pub struct AutoCreateRule {
