@@ -445,3 +445,40 @@ pub fn send_frame(destination: &str, body: &[u8], headers: &[(&str, &str)]) -> F
     }
     f.with_body(bytes::Bytes::copy_from_slice(body))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The client's framing agrees with the server codec: what the client encodes the server
+    /// decodes unchanged, escapes included, and content-length is added for SEND.
+    #[test]
+    fn client_frames_decode_on_the_server_side_codec() {
+        let mut client = StompCodec::client(Limits::default());
+        let mut server = StompCodec::server(Limits::default());
+        client.set_version(Version::V1_2);
+        server.set_version(Version::V1_2);
+        let frame = send_frame("/queue/x", b"a\0b", &[("x-h", "a:b\nc\\d\re")]);
+        let mut buf = BytesMut::new();
+        client.encode(&frame, &mut buf).unwrap();
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        assert!(text.contains("content-length:3\n"), "{text:?}");
+        match server.decode(&mut buf).unwrap() {
+            Some(Inbound::Frame(f)) => {
+                assert_eq!(f.get("x-h"), Some("a:b\nc\\d\re"));
+                assert_eq!(&f.body[..], b"a\0b");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn heartbeat_eols_decode_as_heartbeats_on_the_client() {
+        let mut client = StompCodec::client(Limits::default());
+        let mut buf = BytesMut::from(&b"\n"[..]);
+        assert!(matches!(
+            client.decode(&mut buf),
+            Ok(Some(Inbound::HeartBeat))
+        ));
+    }
+}
