@@ -1,1 +1,13 @@
-//! placeholder
+//! stompd: a STOMP 1.0/1.1/1.2 message broker.
+//!
+//! Layers, each tested alone: `stompd-protocol` turns bytes into frames; [`session`] turns frames
+//! into broker operations for one connection; [`broker`] resolves destinations to [`queue`]s and
+//! [`topic`]s; a queue's logic is the synchronous [`queue::state::QueueState`].
+
+pub mod broker;
+pub mod error;
+pub mod message;
+pub mod queue;
+pub mod server;
+pub mod session;
+pub mod topic;

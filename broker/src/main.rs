@@ -1,1 +1,201 @@
-fn main() {}
+//! The `stompd` command: runs the broker, or checks and prints configuration.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use stompd::broker::Broker;
+use stompd::server::{self, ConnectionCounter};
+use stompd_config::{Config, LogFormat, DEFAULT_CONFIG};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Parser)]
+#[command(name = "stompd", version, about = "A STOMP 1.0/1.1/1.2 message broker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a configuration file; exits non-zero naming the file, line and key of an error.
+    CheckConfig { file: PathBuf },
+    /// Print the embedded default configuration, every key commented.
+    PrintConfig,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// TOML resource file (default: the embedded configuration, see `stompd print-config`).
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// STOMP listener address; repeat for several. Replaces `server.listen`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+    /// Storage directory. Replaces `storage.dir`.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log format. Replaces `log.format`.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormatArg>,
+    /// Log level or tracing filter (e.g. `debug`, `stompd=debug`). `RUST_LOG` wins over both.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig { file }) => match Config::load(&file) {
+            Ok(_) => {
+                let _ = writeln!(std::io::stdout(), "{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "{e}");
+                ExitCode::from(2)
+            }
+        },
+        Some(Command::PrintConfig) => {
+            let _ = std::io::stdout().write_all(DEFAULT_CONFIG.as_bytes());
+            ExitCode::SUCCESS
+        }
+        None => match run(cli.run) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                // Logging may not be up yet (bad config): report on stderr directly.
+                let _ = writeln!(std::io::stderr(), "stompd: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn load_config(args: &RunArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded(),
+    };
+    if !args.listen.is_empty() {
+        config.server.listen = args.listen.clone();
+    }
+    if let Some(dir) = &args.data_dir {
+        config.storage.dir = dir.clone();
+    }
+    if let Some(f) = args.log_format {
+        config.log.format = match f {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        };
+    }
+    if let Some(level) = &args.log_level {
+        config.log.level = level.clone();
+    }
+    Ok(config)
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::try_new(v).context("invalid RUST_LOG")?,
+        _ => EnvFilter::try_new(&config.log.level).with_context(|| format!("invalid log level {:?}", config.log.level))?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(false).init(),
+    }
+    Ok(())
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    init_logging(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("stompd")
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let grace = config.server.shutdown_grace();
+    let listen = config.server.listen.clone();
+    let broker = Broker::new(config);
+    let listeners = server::bind_all(&listen, "stomp").await?;
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let counter = Arc::new(ConnectionCounter::default());
+    let mut accept_loops = Vec::new();
+    for listener in listeners {
+        accept_loops.push(tokio::spawn(server::serve_stomp(
+            listener,
+            broker.clone(),
+            counter.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        )));
+    }
+    let sweeper = {
+        let broker = broker.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => broker.expire_all(),
+                }
+            }
+        })
+    };
+
+    let signal = wait_for_signal().await?;
+    tracing::info!(signal, grace_ms = grace.as_millis() as u64, "shutting down");
+    shutdown.cancel();
+    tracker.close();
+    for l in accept_loops {
+        let _ = l.await;
+    }
+    let _ = sweeper.await;
+    tokio::select! {
+        _ = tracker.wait() => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(grace) => tracing::warn!(open = counter.open(), "grace period over; closing remaining connections"),
+        s = wait_for_signal() => {
+            tracing::warn!(signal = s.unwrap_or("?"), "second signal; exiting at once");
+            std::process::exit(1);
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGTERM or SIGINT (Ctrl-C behaves as SIGTERM).
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

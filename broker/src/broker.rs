@@ -1,0 +1,350 @@
+//! The broker's shared state: configuration, the destination registry and routing.
+//!
+//! Sessions hold an `Arc<Broker>` and resolve destination names to cheap handles (`Arc<Queue>`,
+//! `Arc<Topic>`); they never hold queue state.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use stompd_config::{Config, QueuePolicy};
+use stompd_protocol::ByteStr;
+
+use crate::error::ClientError;
+use crate::message::{now_ms, Message};
+use crate::queue::{DeadLetter, Queue, QueueHost};
+use crate::topic::Topic;
+
+pub const QUEUE_PREFIX: &str = "/queue/";
+pub const TOPIC_PREFIX: &str = "/topic/";
+pub const TEMP_QUEUE_PREFIX: &str = "/temp-queue/";
+
+/// Who is asking; filled from CONNECT.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub anonymous: bool,
+}
+
+impl Principal {
+    pub fn anonymous() -> Principal {
+        Principal {
+            name: "anonymous".into(),
+            groups: Vec::new(),
+            anonymous: true,
+        }
+    }
+
+    /// Matches an access-list entry: `*`, a user name, or `group:NAME`.
+    pub fn matches(&self, entry: &str) -> bool {
+        entry == "*"
+            || entry == self.name
+            || entry
+                .strip_prefix("group:")
+                .is_some_and(|g| self.groups.iter().any(|mine| mine == g))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Intent {
+    Read,
+    Write,
+}
+
+#[derive(Clone)]
+pub enum Destination {
+    Queue(Arc<Queue>),
+    Topic(Arc<Topic>),
+}
+
+pub struct Broker {
+    config: RwLock<Arc<Config>>,
+    queues: RwLock<HashMap<String, Arc<Queue>>>,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    next_id: AtomicU64,
+}
+
+impl Broker {
+    pub fn new(config: Config) -> Arc<Broker> {
+        let broker = Arc::new(Broker {
+            config: RwLock::new(Arc::new(config)),
+            queues: RwLock::new(HashMap::new()),
+            topics: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        });
+        broker.declare_configured();
+        broker
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().clone()
+    }
+
+    /// A broker-unique id for sessions and consumers.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Creates every queue and topic the configuration names, so they exist (and can be written
+    /// to) before anyone subscribes.
+    fn declare_configured(&self) {
+        let config = self.config();
+        let mut queues = self.queues.write();
+        for name in config.queues.keys() {
+            if let Some(policy) = config.queue_policy(name) {
+                let dest = format!("{QUEUE_PREFIX}{name}");
+                queues
+                    .entry(dest.clone())
+                    .or_insert_with(|| Queue::new(name.clone(), ByteStr::from(dest), policy, None));
+            }
+        }
+        let mut topics = self.topics.write();
+        for name in config.topics.keys() {
+            let dest = format!("{TOPIC_PREFIX}{name}");
+            topics
+                .entry(dest.clone())
+                .or_insert_with(|| Topic::new(name.clone(), ByteStr::from(dest)));
+        }
+    }
+
+    pub fn queues(&self) -> Vec<Arc<Queue>> {
+        let mut v: Vec<_> = self.queues.read().values().cloned().collect();
+        v.sort_by(|a, b| a.destination().cmp(b.destination()));
+        v
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        let mut v: Vec<_> = self.topics.read().values().cloned().collect();
+        v.sort_by(|a, b| a.destination().cmp(b.destination()));
+        v
+    }
+
+    pub fn queue(&self, destination: &str) -> Option<Arc<Queue>> {
+        self.queues.read().get(destination).cloned()
+    }
+
+    /// Resolves a destination for `principal`, creating it when a rule allows.
+    /// `session` is the asking session, owner of its `/temp-queue/` names.
+    pub fn resolve(
+        &self,
+        destination: &str,
+        principal: &Principal,
+        intent: Intent,
+        session: u64,
+    ) -> Result<Destination, ClientError> {
+        if let Some(name) = destination.strip_prefix(QUEUE_PREFIX) {
+            check_name(destination, name)?;
+            let queue = match self.queue(destination) {
+                Some(q) => q,
+                None => self.create_queue(destination, name, principal)?,
+            };
+            if !queue.allows(principal, intent) {
+                let verb = if intent == Intent::Read { "read from" } else { "write to" };
+                return Err(ClientError::new(
+                    "access-denied",
+                    format!("{} may not {verb} {destination}", principal.name),
+                ));
+            }
+            return Ok(Destination::Queue(queue));
+        }
+        if let Some(name) = destination.strip_prefix(TOPIC_PREFIX) {
+            check_name(destination, name)?;
+            if let Some(t) = self.topics.read().get(destination) {
+                return Ok(Destination::Topic(t.clone()));
+            }
+            return self.create_topic(destination, name, principal).map(Destination::Topic);
+        }
+        if let Some(name) = destination.strip_prefix(TEMP_QUEUE_PREFIX) {
+            check_name(destination, name)?;
+            if let Some(q) = self.queue(destination) {
+                return Ok(Destination::Queue(q));
+            }
+            // Only the owner creates its temporary queues, under the name `temp_name` gave it.
+            return match temp_owner(name) {
+                Some(owner) if owner == session => Ok(Destination::Queue(self.create_temp_queue(destination, name, session))),
+                Some(_) => Err(ClientError::new(
+                    "unknown-destination",
+                    format!("temporary queue {destination} does not exist (its connection has closed)"),
+                )),
+                None => Err(ClientError::new(
+                    "bad-destination",
+                    format!("temporary queue name {destination} lacks its connection suffix"),
+                )),
+            };
+        }
+        Err(ClientError::new(
+            "bad-destination",
+            format!(
+                "destination {destination:?} is not supported: use {QUEUE_PREFIX}NAME, {TOPIC_PREFIX}NAME or {TEMP_QUEUE_PREFIX}NAME"
+            ),
+        ))
+    }
+
+    fn create_queue(&self, destination: &str, name: &str, principal: &Principal) -> Result<Arc<Queue>, ClientError> {
+        let config = self.config();
+        let Some(rule) = config.auto_create_rule(destination) else {
+            return Err(ClientError::new(
+                "unknown-destination",
+                format!("queue {destination} is not defined and no auto_create rule allows creating it"),
+            ));
+        };
+        if !rule.who.iter().any(|w| principal.matches(w)) {
+            return Err(ClientError::new(
+                "access-denied",
+                format!("{} may not create {destination}", principal.name),
+            ));
+        }
+        let policy = config.resolve_queue(name).unwrap_or_else(|| config.auto_queue_policy(rule));
+        let mut queues = self.queues.write();
+        let queue = queues
+            .entry(destination.to_owned())
+            .or_insert_with(|| {
+                tracing::info!(destination, persistent = policy.persistent, "queue created on first use");
+                Queue::new(name.to_owned(), ByteStr::from(destination), policy, None)
+            })
+            .clone();
+        Ok(queue)
+    }
+
+    fn create_topic(&self, destination: &str, name: &str, principal: &Principal) -> Result<Arc<Topic>, ClientError> {
+        let config = self.config();
+        let Some(rule) = config.auto_create_rule(destination) else {
+            return Err(ClientError::new(
+                "unknown-destination",
+                format!("topic {destination} is not defined and no auto_create rule allows creating it"),
+            ));
+        };
+        if !rule.who.iter().any(|w| principal.matches(w)) {
+            return Err(ClientError::new(
+                "access-denied",
+                format!("{} may not create {destination}", principal.name),
+            ));
+        }
+        let mut topics = self.topics.write();
+        Ok(topics
+            .entry(destination.to_owned())
+            .or_insert_with(|| {
+                tracing::debug!(destination, "topic created on first use");
+                Topic::new(name.to_owned(), ByteStr::from(destination))
+            })
+            .clone())
+    }
+
+    fn create_temp_queue(&self, destination: &str, name: &str, session: u64) -> Arc<Queue> {
+        let config = self.config();
+        // Temporary queues are private, in memory, and live as long as their connection.
+        let mut policy = QueuePolicy::default();
+        policy.apply(&config.queue_defaults);
+        policy.persistent = false;
+        policy.closed = false;
+        policy.read = None;
+        policy.write = None;
+        policy.dead_letter = None;
+        self.queues
+            .write()
+            .entry(destination.to_owned())
+            .or_insert_with(|| Queue::new(name.to_owned(), ByteStr::from(destination), policy, Some(session)))
+            .clone()
+    }
+
+    /// Removes a session's temporary queues when it closes; their consumers are told.
+    pub fn drop_temp_queues(&self, session: u64) {
+        let mut queues = self.queues.write();
+        queues.retain(|_, q| {
+            if q.owner() == Some(session) {
+                q.cancel_consumers("temporary queue deleted");
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Sweeps expired messages from every queue.
+    pub fn expire_all(&self) {
+        let now = now_ms();
+        for q in self.queues() {
+            q.expire(self, now);
+        }
+    }
+}
+
+/// `/temp-queue/NAME` as the owning session writes it becomes a broker-wide name carrying the
+/// session id, so a reply-to handed to another client resolves to the same queue.
+pub fn temp_name(destination: &str, session: u64) -> Option<String> {
+    let name = destination.strip_prefix(TEMP_QUEUE_PREFIX)?;
+    if temp_owner(name).is_some() {
+        return None;
+    }
+    Some(format!("{TEMP_QUEUE_PREFIX}{name}@{session}"))
+}
+
+fn temp_owner(name: &str) -> Option<u64> {
+    name.rsplit_once('@').and_then(|(_, s)| s.parse().ok())
+}
+
+fn check_name(destination: &str, name: &str) -> Result<(), ClientError> {
+    if name.is_empty() || name.contains('/') || name.chars().any(char::is_control) {
+        return Err(ClientError::new(
+            "bad-destination",
+            format!("destination {destination:?} has an empty or invalid name"),
+        ));
+    }
+    Ok(())
+}
+
+impl QueueHost for Broker {
+    fn dead_letters(&self, from: &Queue, dead: Vec<DeadLetter>) {
+        let policy = from.policy();
+        let target = policy
+            .dead_letter
+            .as_deref()
+            .map(|name| format!("{QUEUE_PREFIX}{name}"))
+            .and_then(|dest| {
+                let q = self.queue(&dest).or_else(|| {
+                    let name = dest.strip_prefix(QUEUE_PREFIX)?.to_owned();
+                    self.create_queue(&dest, &name, &Principal::anonymous()).ok()
+                });
+                if q.is_none() {
+                    tracing::warn!(queue = from.name(), dead_letter = dest, "dead-letter queue cannot be created");
+                }
+                q
+            });
+        let now = now_ms();
+        for d in dead {
+            let seq = d.entry.seq;
+            let Some(dlq) = &target else {
+                tracing::info!(queue = from.name(), seq, reason = d.reason.as_str(), "message dropped (no dead-letter queue)");
+                continue;
+            };
+            let original = &d.entry.msg;
+            let mut headers = original.headers.clone();
+            let extra: [(&str, String); 6] = [
+                ("original-destination", from.destination().to_string()),
+                ("original-message-id", format!("{}@{}", from.destination(), seq)),
+                ("dead-letter-reason", d.reason.as_str().to_owned()),
+                ("dead-letter-redeliveries", d.entry.redeliveries.to_string()),
+                ("dead-letter-timestamp", now.to_string()),
+                ("original-timestamp", original.timestamp_ms.to_string()),
+            ];
+            for (n, v) in extra {
+                headers.push((ByteStr::from(n), ByteStr::from(v)));
+            }
+            let msg = Message {
+                destination: dlq.destination().clone(),
+                headers,
+                body: original.body.clone(),
+                priority: original.priority,
+                timestamp_ms: now,
+                // An expired message must stay readable in the dead-letter queue.
+                expires_at_ms: None,
+                idempotency_key: None,
+            };
+            if let Err(e) = dlq.send(self, msg) {
+                tracing::warn!(queue = from.name(), dead_letter = dlq.name(), seq, error = %e, "dead letter refused; message dropped");
+            }
+        }
+    }
+}

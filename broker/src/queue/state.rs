@@ -1,0 +1,854 @@
+//! A queue's logic as a plain synchronous type: no sockets, no runtime, the clock passed in.
+//!
+//! Invariants:
+//! - every message is in exactly one place: `ready` (per priority, sorted by seq) or `in_flight`
+//!   (delivered to one consumer, waiting for ACK/NACK); leaving both means it is gone for good and
+//!   is reported in [`Effects::removed`] so the journal can record it;
+//! - delivery order is highest priority first, then lowest seq (FIFO per priority), and a message
+//!   that comes back is put back at its original place;
+//! - a consumer receives a message only while it has credit (`in_flight < window`), so what the
+//!   queue hands a slow consumer is bounded and the others keep being served;
+//! - nothing here blocks or allocates per consumer per message beyond the delivery itself.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use stompd_config::{Overflow, QueuePolicy};
+
+use crate::message::{SharedMessage, MAX_PRIORITY};
+
+pub type ConsumerId = u64;
+
+const LEVELS: usize = MAX_PRIORITY as usize + 1;
+
+/// A stored message and how often it has been handed out and come back.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub seq: u64,
+    pub msg: SharedMessage,
+    pub redeliveries: u32,
+}
+
+/// A message handed to a consumer.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub seq: u64,
+    pub msg: SharedMessage,
+    /// Number of earlier deliveries that were not acknowledged.
+    pub redelivery_count: u32,
+}
+
+impl Delivery {
+    pub fn redelivered(&self) -> bool {
+        self.redelivery_count > 0
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeadReason {
+    Nack,
+    Expired,
+    MaxRedeliveries,
+    Overflow,
+}
+
+impl DeadReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::Nack => "nack",
+            DeadReason::Expired => "expired",
+            DeadReason::MaxRedeliveries => "max-redeliveries",
+            DeadReason::Overflow => "overflow",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct DeadLetter {
+    pub entry: Entry,
+    pub reason: DeadReason,
+}
+
+/// What an operation did besides changing the state, for the thin owner around the state to carry
+/// out: hand deliveries to sessions, move dead letters, write journal records.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub deliveries: Vec<(ConsumerId, Delivery)>,
+    /// Messages that must go to the dead-letter queue (or be dropped and logged when there is none).
+    pub dead: Vec<DeadLetter>,
+    /// Seqs that left the queue for good (acked, auto-acked on delivery, expired, dead-lettered,
+    /// dropped): each becomes an ack record in the journal.
+    pub removed: Vec<u64>,
+    /// (seq, new redelivery count) of messages that came back to ready.
+    pub redelivered: Vec<(u64, u32)>,
+}
+
+impl Effects {
+    pub fn is_empty(&self) -> bool {
+        self.deliveries.is_empty() && self.dead.is_empty() && self.removed.is_empty() && self.redelivered.is_empty()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    Messages(u64),
+    Bytes(u64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EnqueueError {
+    #[error("queue is closed to producers")]
+    Closed,
+    #[error("queue is full")]
+    Full(Limit),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ConsumerSpec {
+    pub id: ConsumerId,
+    /// Maximum messages handed out and not yet acknowledged. Auto-ack subscriptions are acked by
+    /// their session once the MESSAGE has been written to the socket, so a message still in a
+    /// dead connection's buffer comes back instead of being lost.
+    pub window: u32,
+}
+
+#[derive(Debug)]
+struct Consumer {
+    spec: ConsumerSpec,
+    in_flight: u32,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    entry: Entry,
+    consumer: ConsumerId,
+}
+
+/// Counters since the queue was created (or the broker started).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub enqueued: u64,
+    pub delivered: u64,
+    pub acked: u64,
+    pub redelivered: u64,
+    pub expired: u64,
+    pub dead_lettered: u64,
+    pub dropped: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueStats {
+    pub depth: u64,
+    pub bytes: u64,
+    pub ready: u64,
+    pub in_flight: u64,
+    pub consumers: u64,
+    pub closed: bool,
+    pub counters: Counters,
+}
+
+#[derive(Debug)]
+pub struct QueueState {
+    policy: QueuePolicy,
+    next_seq: u64,
+    /// Index = priority; each level sorted by seq.
+    ready: [VecDeque<Entry>; LEVELS],
+    ready_count: u64,
+    ready_bytes: u64,
+    /// (expires_at_ms, seq) of ready messages that expire.
+    expiry: BTreeSet<(u64, u64)>,
+    in_flight: HashMap<u64, InFlight>,
+    in_flight_bytes: u64,
+    consumers: Vec<Consumer>,
+    /// Round-robin position among consumers.
+    cursor: usize,
+    closed: bool,
+    counters: Counters,
+}
+
+impl QueueState {
+    pub fn new(policy: QueuePolicy) -> Self {
+        let closed = policy.closed;
+        QueueState {
+            policy,
+            next_seq: 1,
+            ready: Default::default(),
+            ready_count: 0,
+            ready_bytes: 0,
+            expiry: BTreeSet::new(),
+            in_flight: HashMap::new(),
+            in_flight_bytes: 0,
+            consumers: Vec::new(),
+            cursor: 0,
+            closed,
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn policy(&self) -> &QueuePolicy {
+        &self.policy
+    }
+
+    /// A reloaded configuration; the messages stay.
+    pub fn set_policy(&mut self, policy: QueuePolicy) {
+        self.policy = policy;
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    pub fn set_closed(&mut self, closed: bool) {
+        self.closed = closed;
+    }
+
+    pub fn depth(&self) -> u64 {
+        self.ready_count + self.in_flight.len() as u64
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.ready_bytes + self.in_flight_bytes
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        QueueStats {
+            depth: self.depth(),
+            bytes: self.bytes(),
+            ready: self.ready_count,
+            in_flight: self.in_flight.len() as u64,
+            consumers: self.consumers.len() as u64,
+            closed: self.closed,
+            counters: self.counters,
+        }
+    }
+
+    /// Checks closed state and limits without changing anything, so a caller can journal first.
+    /// Returns the seq the message will get.
+    pub fn admit(&self, size: u64) -> Result<u64, EnqueueError> {
+        if self.closed {
+            return Err(EnqueueError::Closed);
+        }
+        match self.policy.overflow {
+            Overflow::DropOldest => {
+                // A message that could never fit is refused rather than emptying the queue for it.
+                if self.policy.max_bytes > 0 && size > self.policy.max_bytes {
+                    return Err(EnqueueError::Full(Limit::Bytes(self.policy.max_bytes)));
+                }
+            }
+            Overflow::Reject | Overflow::Block => {
+                if let Some(limit) = self.over_limit(1, size) {
+                    return Err(EnqueueError::Full(limit));
+                }
+            }
+        }
+        Ok(self.next_seq)
+    }
+
+    fn over_limit(&self, extra_messages: u64, extra_bytes: u64) -> Option<Limit> {
+        let p = &self.policy;
+        if p.max_messages > 0 && self.depth() + extra_messages > p.max_messages {
+            return Some(Limit::Messages(p.max_messages));
+        }
+        if p.max_bytes > 0 && self.bytes() + extra_bytes > p.max_bytes {
+            return Some(Limit::Bytes(p.max_bytes));
+        }
+        None
+    }
+
+    /// Accepts a message: limits and overflow policy, then delivery to consumers with credit.
+    pub fn enqueue(&mut self, msg: SharedMessage, now_ms: u64, fx: &mut Effects) -> Result<u64, EnqueueError> {
+        let size = msg.size();
+        self.admit(size)?;
+        if self.policy.overflow == Overflow::DropOldest {
+            while let Some(limit) = self.over_limit(1, size) {
+                let Some(oldest) = self.pop_oldest_ready() else {
+                    // Everything stored is in flight: nothing can be dropped to make room.
+                    return Err(EnqueueError::Full(limit));
+                };
+                self.counters.dropped += 1;
+                fx.removed.push(oldest.seq);
+                fx.dead.push(DeadLetter {
+                    entry: oldest,
+                    reason: DeadReason::Overflow,
+                });
+            }
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.counters.enqueued += 1;
+        self.insert_ready(Entry {
+            seq,
+            msg,
+            redeliveries: 0,
+        });
+        self.dispatch(now_ms, fx);
+        Ok(seq)
+    }
+
+    /// Puts back a message recovered from the journal at start-up (no limits, no dispatch).
+    pub fn restore(&mut self, entry: Entry) {
+        self.next_seq = self.next_seq.max(entry.seq + 1);
+        self.insert_ready(entry);
+    }
+
+    /// Raises the next seq, so seqs never repeat across restarts even when the queue was empty.
+    pub fn restore_next_seq(&mut self, next_seq: u64) {
+        self.next_seq = self.next_seq.max(next_seq);
+    }
+
+    pub fn add_consumer(&mut self, spec: ConsumerSpec, now_ms: u64, fx: &mut Effects) {
+        self.consumers.push(Consumer { spec, in_flight: 0 });
+        self.dispatch(now_ms, fx);
+    }
+
+    /// Removes a consumer; everything it had not acknowledged goes back to ready, marked redelivered.
+    pub fn remove_consumer(&mut self, id: ConsumerId, now_ms: u64, fx: &mut Effects) {
+        let Some(pos) = self.consumers.iter().position(|c| c.spec.id == id) else {
+            return;
+        };
+        self.consumers.remove(pos);
+        if self.cursor > pos {
+            self.cursor -= 1;
+        }
+        let mut seqs: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.consumer == id)
+            .map(|(seq, _)| *seq)
+            .collect();
+        seqs.sort_unstable();
+        for seq in seqs {
+            if let Some(f) = self.take_in_flight(seq) {
+                self.requeue(f.entry, now_ms, fx);
+            }
+        }
+        self.dispatch(now_ms, fx);
+    }
+
+    /// Acknowledges messages handed to `consumer`. Returns how many were found in flight to it.
+    pub fn ack(&mut self, consumer: ConsumerId, seqs: &[u64], now_ms: u64, fx: &mut Effects) -> usize {
+        let mut found = 0;
+        for &seq in seqs {
+            if self.in_flight.get(&seq).is_some_and(|f| f.consumer == consumer) {
+                self.take_in_flight(seq);
+                self.counters.acked += 1;
+                fx.removed.push(seq);
+                found += 1;
+            }
+        }
+        if found > 0 {
+            self.dispatch(now_ms, fx);
+        }
+        found
+    }
+
+    /// Negative acknowledgement: back to ready (or dead-lettered/dropped, as the queue's NACK
+    /// policy and `requeue` say).
+    pub fn nack(
+        &mut self,
+        consumer: ConsumerId,
+        seqs: &[u64],
+        requeue: bool,
+        now_ms: u64,
+        fx: &mut Effects,
+    ) -> usize {
+        use stompd_config::NackPolicy;
+        let mut found = 0;
+        for &seq in seqs {
+            if !self.in_flight.get(&seq).is_some_and(|f| f.consumer == consumer) {
+                continue;
+            }
+            let Some(f) = self.take_in_flight(seq) else { continue };
+            found += 1;
+            let policy = if requeue { self.policy.nack } else { NackPolicy::DeadLetter };
+            match policy {
+                NackPolicy::Requeue => self.requeue(f.entry, now_ms, fx),
+                NackPolicy::DeadLetter => self.dead_letter(f.entry, DeadReason::Nack, fx),
+                NackPolicy::Drop => {
+                    self.counters.dropped += 1;
+                    fx.removed.push(f.entry.seq);
+                }
+            }
+        }
+        if found > 0 {
+            self.dispatch(now_ms, fx);
+        }
+        found
+    }
+
+    /// Removes expired ready messages wherever they are, not only at the head.
+    pub fn expire(&mut self, now_ms: u64, fx: &mut Effects) {
+        while let Some(&(at, seq)) = self.expiry.first() {
+            if at > now_ms {
+                break;
+            }
+            self.expiry.pop_first();
+            if let Some(entry) = self.remove_ready_seq(seq) {
+                self.counters.expired += 1;
+                self.dead_letter(entry, DeadReason::Expired, fx);
+            }
+        }
+    }
+
+    /// Earliest expiry among ready messages, for the owner's timer.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.expiry.first().map(|(at, _)| *at)
+    }
+
+    /// Ready messages in delivery order, without consuming them.
+    pub fn browse(&self, now_ms: u64, limit: usize) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        for level in self.ready.iter().rev() {
+            for e in level {
+                if out.len() >= limit {
+                    return out;
+                }
+                if !e.msg.is_expired(now_ms) {
+                    out.push(Delivery {
+                        seq: e.seq,
+                        msg: e.msg.clone(),
+                        redelivery_count: e.redeliveries,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// One message by seq, ready or in flight.
+    pub fn peek(&self, seq: u64) -> Option<Delivery> {
+        if let Some(f) = self.in_flight.get(&seq) {
+            return Some(Delivery {
+                seq,
+                msg: f.entry.msg.clone(),
+                redelivery_count: f.entry.redeliveries,
+            });
+        }
+        self.ready.iter().find_map(|level| {
+            find_seq(level, seq).map(|i| Delivery {
+                seq,
+                msg: level[i].msg.clone(),
+                redelivery_count: level[i].redeliveries,
+            })
+        })
+    }
+
+    /// Removes a ready message chosen by an operator or a browser's ACK.
+    pub fn remove(&mut self, seq: u64, fx: &mut Effects) -> bool {
+        match self.remove_ready_seq(seq) {
+            Some(_) => {
+                self.counters.acked += 1;
+                fx.removed.push(seq);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes every ready message; in-flight ones stay with their consumers.
+    pub fn purge(&mut self, fx: &mut Effects) -> u64 {
+        let mut n = 0;
+        for level in self.ready.iter_mut() {
+            for e in level.drain(..) {
+                fx.removed.push(e.seq);
+                n += 1;
+            }
+        }
+        self.ready_count = 0;
+        self.ready_bytes = 0;
+        self.expiry.clear();
+        self.counters.dropped += n;
+        n
+    }
+
+    /// Hands ready messages to consumers with credit, round-robin.
+    pub fn dispatch(&mut self, now_ms: u64, fx: &mut Effects) {
+        if self.consumers.is_empty() {
+            return;
+        }
+        while self.ready_count > 0 {
+            let Some(ci) = self.next_consumer_with_credit() else { break };
+            let Some(entry) = self.pop_ready(now_ms, fx) else { break };
+            let consumer = &mut self.consumers[ci];
+            consumer.in_flight += 1;
+            let id = consumer.spec.id;
+            self.cursor = (ci + 1) % self.consumers.len();
+            self.counters.delivered += 1;
+            let delivery = Delivery {
+                seq: entry.seq,
+                msg: entry.msg.clone(),
+                redelivery_count: entry.redeliveries,
+            };
+            self.in_flight_bytes += entry.msg.size();
+            self.in_flight.insert(entry.seq, InFlight { entry, consumer: id });
+            fx.deliveries.push((id, delivery));
+        }
+    }
+
+    fn next_consumer_with_credit(&self) -> Option<usize> {
+        let n = self.consumers.len();
+        (0..n)
+            .map(|i| (self.cursor + i) % n)
+            .find(|&i| self.consumers[i].in_flight < self.consumers[i].spec.window)
+    }
+
+    fn take_in_flight(&mut self, seq: u64) -> Option<InFlight> {
+        let f = self.in_flight.remove(&seq)?;
+        self.in_flight_bytes -= f.entry.msg.size();
+        if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.id == f.consumer) {
+            c.in_flight = c.in_flight.saturating_sub(1);
+        }
+        Some(f)
+    }
+
+    fn requeue(&mut self, mut entry: Entry, now_ms: u64, fx: &mut Effects) {
+        entry.redeliveries += 1;
+        self.counters.redelivered += 1;
+        let max = self.policy.max_redeliveries;
+        if max > 0 && entry.redeliveries > max {
+            self.dead_letter(entry, DeadReason::MaxRedeliveries, fx);
+        } else if entry.msg.is_expired(now_ms) {
+            self.counters.expired += 1;
+            self.dead_letter(entry, DeadReason::Expired, fx);
+        } else {
+            fx.redelivered.push((entry.seq, entry.redeliveries));
+            self.insert_ready(entry);
+        }
+    }
+
+    fn dead_letter(&mut self, entry: Entry, reason: DeadReason, fx: &mut Effects) {
+        self.counters.dead_lettered += 1;
+        fx.removed.push(entry.seq);
+        fx.dead.push(DeadLetter { entry, reason });
+    }
+
+    fn insert_ready(&mut self, entry: Entry) {
+        let level = &mut self.ready[entry.msg.priority.min(MAX_PRIORITY) as usize];
+        self.ready_count += 1;
+        self.ready_bytes += entry.msg.size();
+        if let Some(at) = entry.msg.expires_at_ms {
+            self.expiry.insert((at, entry.seq));
+        }
+        // Almost always an append; a returning message goes back to its original place.
+        if level.back().is_none_or(|last| last.seq < entry.seq) {
+            level.push_back(entry);
+        } else {
+            let pos = level.partition_point(|e| e.seq < entry.seq);
+            level.insert(pos, entry);
+        }
+    }
+
+    fn unlink_ready(&mut self, entry: &Entry) {
+        self.ready_count -= 1;
+        self.ready_bytes -= entry.msg.size();
+        if let Some(at) = entry.msg.expires_at_ms {
+            self.expiry.remove(&(at, entry.seq));
+        }
+    }
+
+    /// Next message to deliver; expired ones met on the way are dead-lettered.
+    fn pop_ready(&mut self, now_ms: u64, fx: &mut Effects) -> Option<Entry> {
+        for p in (0..LEVELS).rev() {
+            while let Some(entry) = self.ready[p].pop_front() {
+                self.unlink_ready(&entry);
+                if entry.msg.is_expired(now_ms) {
+                    self.counters.expired += 1;
+                    self.dead_letter(entry, DeadReason::Expired, fx);
+                    continue;
+                }
+                return Some(entry);
+            }
+        }
+        None
+    }
+
+    fn pop_oldest_ready(&mut self) -> Option<Entry> {
+        let p = (0..LEVELS)
+            .filter_map(|p| self.ready[p].front().map(|e| (e.seq, p)))
+            .min()?
+            .1;
+        let entry = self.ready[p].pop_front()?;
+        self.unlink_ready(&entry);
+        Some(entry)
+    }
+
+    fn remove_ready_seq(&mut self, seq: u64) -> Option<Entry> {
+        let (p, i) = (0..LEVELS).find_map(|p| find_seq(&self.ready[p], seq).map(|i| (p, i)))?;
+        let entry = self.ready[p].remove(i)?;
+        self.unlink_ready(&entry);
+        Some(entry)
+    }
+}
+
+fn find_seq(level: &VecDeque<Entry>, seq: u64) -> Option<usize> {
+    let i = level.partition_point(|e| e.seq < seq);
+    (level.get(i).is_some_and(|e| e.seq == seq)).then_some(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use std::sync::Arc;
+    use stompd_config::{Config, NackPolicy};
+
+    fn policy() -> QueuePolicy {
+        let cfg = Config::embedded();
+        let rule = cfg.auto_create_rule("/queue/t").expect("default config auto-creates queues").clone();
+        let mut p = cfg.auto_queue_policy(&rule);
+        p.persistent = false;
+        p
+    }
+
+    fn msg(body: &str, priority: u8, expires: Option<u64>) -> SharedMessage {
+        Arc::new(Message {
+            destination: "/queue/t".into(),
+            headers: vec![],
+            body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+            priority,
+            timestamp_ms: 0,
+            expires_at_ms: expires,
+            idempotency_key: None,
+        })
+    }
+
+    fn bodies(fx: &Effects) -> Vec<String> {
+        fx.deliveries
+            .iter()
+            .map(|(_, d)| String::from_utf8(d.msg.body.to_vec()).unwrap())
+            .collect()
+    }
+
+    fn consumer(id: u64, window: u32) -> ConsumerSpec {
+        ConsumerSpec { id, window }
+    }
+
+    #[test]
+    fn higher_priority_first_fifo_within_priority() {
+        let mut q = QueueState::new(policy());
+        let mut fx = Effects::default();
+        for (b, p) in [("a", 4), ("b", 9), ("c", 4), ("d", 0), ("e", 9)] {
+            q.enqueue(msg(b, p, None), 0, &mut fx).unwrap();
+        }
+        let mut fx = Effects::default();
+        q.add_consumer(consumer(1, 100), 0, &mut fx);
+        assert_eq!(bodies(&fx), ["b", "e", "a", "c", "d"]);
+    }
+
+    #[test]
+    fn round_robin_among_consumers_with_credit() {
+        let mut q = QueueState::new(policy());
+        let mut fx = Effects::default();
+        q.add_consumer(consumer(1, 100), 0, &mut fx);
+        q.add_consumer(consumer(2, 100), 0, &mut fx);
+        for i in 0..6 {
+            q.enqueue(msg(&i.to_string(), 4, None), 0, &mut fx).unwrap();
+        }
+        let to: Vec<u64> = fx.deliveries.iter().map(|(c, _)| *c).collect();
+        assert_eq!(to, [1, 2, 1, 2, 1, 2]);
+    }
+
+    #[test]
+    fn window_bounds_in_flight_and_ack_releases_credit() {
+        let mut q = QueueState::new(policy());
+        let mut fx = Effects::default();
+        q.add_consumer(consumer(1, 2), 0, &mut fx);
+        for i in 0..5 {
+            q.enqueue(msg(&i.to_string(), 4, None), 0, &mut fx).unwrap();
+        }
+        assert_eq!(bodies(&fx), ["0", "1"]);
+        assert_eq!(q.stats().in_flight, 2);
+        let first = fx.deliveries[0].1.seq;
+        let mut fx = Effects::default();
+        assert_eq!(q.ack(1, &[first], 0, &mut fx), 1);
+        assert_eq!(bodies(&fx), ["2"]);
+        assert_eq!(fx.removed, [first]);
+        // Unknown or foreign seqs are not acked.
+        assert_eq!(q.ack(2, &[fx.deliveries[0].1.seq], 0, &mut Effects::default()), 0);
+        assert_eq!(q.ack(1, &[999], 0, &mut Effects::default()), 0);
+    }
+
+    #[test]
+    fn slow_consumer_does_not_stall_others() {
+        let mut q = QueueState::new(policy());
+        let mut fx = Effects::default();
+        q.add_consumer(consumer(1, 1), 0, &mut fx); // never acks
+        q.add_consumer(consumer(2, 100), 0, &mut fx);
+        for i in 0..10 {
+            q.enqueue(msg(&i.to_string(), 4, None), 0, &mut fx).unwrap();
+        }
+        let to_2 = fx.deliveries.iter().filter(|(c, _)| *c == 2).count();
+        assert_eq!(to_2, 9);
+    }
+
+    #[test]
+    fn removed_consumer_messages_return_in_original_order_marked_redelivered() {
+        let mut q = QueueState::new(policy());
+        let mut fx = Effects::default();
+        q.add_consumer(consumer(1, 2), 0, &mut fx);
+        for i in 0..4 {
+            q.enqueue(msg(&i.to_string(), 4, None), 0, &mut fx).unwrap();
+        }
+        let mut fx = Effects::default();
+        q.remove_consumer(1, 0, &mut fx);
+        assert_eq!(fx.redelivered.len(), 2);
+        let mut fx = Effects::default();
+        q.add_consumer(consumer(2, 10), 0, &mut fx);
+        assert_eq!(bodies(&fx), ["0", "1", "2", "3"]);
+        let counts: Vec<u32> = fx.deliveries.iter().map(|(_, d)| d.redelivery_count).collect();
+        assert_eq!(counts, [1, 1, 0, 0]);
+        assert!(fx.deliveries[0].1.redelivered());
+    }
+
+    #[test]
+    fn nack_requeues_and_redelivery_limit_dead_letters() {
+        let mut p = policy();
+        p.max_redeliveries = 2;
+        let mut q = QueueState::new(p);
+        let mut fx = Effects::default();
+        q.add_consumer(consumer(1, 1), 0, &mut fx);
+        q.enqueue(msg("x", 4, None), 0, &mut fx).unwrap();
+        let seq = fx.deliveries[0].1.seq;
+        for round in 1..=2 {
+            let mut fx = Effects::default();
+            assert_eq!(q.nack(1, &[seq], true, 0, &mut fx), 1);
+            assert_eq!(fx.deliveries.len(), 1, "round {round}");
+            assert_eq!(fx.deliveries[0].1.redelivery_count, round);
+        }
+        let mut fx = Effects::default();
+        q.nack(1, &[seq], true, 0, &mut fx);
+        assert!(fx.deliveries.is_empty());
+        assert_eq!(fx.dead.len(), 1);
+        assert_eq!(fx.dead[0].reason, DeadReason::MaxRedeliveries);
+        assert_eq!(fx.removed, [seq]);
+        assert_eq!(q.depth(), 0);
+    }
+
+    #[test]
+    fn nack_policies_and_requeue_false() {
+        for (nack, requeue, dead, depth) in [
+            (NackPolicy::Requeue, false, 1, 0),
+            (NackPolicy::DeadLetter, true, 1, 0),
+            (NackPolicy::Drop, true, 0, 0),
+            (NackPolicy::Requeue, true, 0, 1),
+        ] {
+            let mut p = policy();
+            p.nack = nack;
+            let mut q = QueueState::new(p);
+            let mut fx = Effects::default();
+            q.add_consumer(consumer(1, 1), 0, &mut fx);
+            q.enqueue(msg("x", 4, None), 0, &mut fx).unwrap();
+            let seq = fx.deliveries[0].1.seq;
+            q.remove_consumer(1, 0, &mut Effects::default());
+            q.add_consumer(consumer(2, 0), 0, &mut Effects::default()); // window 0: holds nothing
+            let mut fx = Effects::default();
+            q.add_consumer(consumer(3, 1), 0, &mut fx);
+            assert_eq!(fx.deliveries[0].1.seq, seq);
+            let mut fx = Effects::default();
+            q.remove_consumer(2, 0, &mut fx);
+            let mut fx = Effects::default();
+            q.nack(3, &[seq], requeue, 0, &mut fx);
+            assert_eq!(fx.dead.len(), dead, "{nack:?} requeue={requeue}");
+            assert_eq!(q.depth(), depth, "{nack:?} requeue={requeue}");
+        }
+    }
+
+    #[test]
+    fn expired_messages_are_never_delivered_and_are_dead_lettered_anywhere_in_the_queue() {
+        let mut q = QueueState::new(policy());
+        let mut fx = Effects::default();
+        q.enqueue(msg("keep", 9, None), 0, &mut fx).unwrap();
+        q.enqueue(msg("old", 0, Some(100)), 0, &mut fx).unwrap();
+        q.enqueue(msg("later", 4, Some(10_000)), 0, &mut fx).unwrap();
+        assert_eq!(q.next_expiry(), Some(100));
+        let mut fx = Effects::default();
+        q.expire(150, &mut fx);
+        assert_eq!(fx.dead.len(), 1);
+        assert_eq!(fx.dead[0].reason, DeadReason::Expired);
+        assert_eq!(q.depth(), 2);
+        // At dispatch time too.
+        let mut fx = Effects::default();
+        q.add_consumer(consumer(1, 10), 20_000, &mut fx);
+        assert_eq!(bodies(&fx), ["keep"]);
+        assert_eq!(fx.dead.len(), 1);
+        assert_eq!(q.stats().counters.expired, 2);
+    }
+
+    #[test]
+    fn reject_overflow_by_messages_and_bytes_leaves_queue_untouched() {
+        let mut p = policy();
+        p.max_messages = 2;
+        let mut q = QueueState::new(p);
+        let mut fx = Effects::default();
+        q.enqueue(msg("a", 4, None), 0, &mut fx).unwrap();
+        q.enqueue(msg("b", 4, None), 0, &mut fx).unwrap();
+        assert_eq!(
+            q.enqueue(msg("c", 4, None), 0, &mut fx),
+            Err(EnqueueError::Full(Limit::Messages(2)))
+        );
+        assert_eq!(q.depth(), 2);
+
+        let mut p = policy();
+        p.max_bytes = 5;
+        let mut q = QueueState::new(p);
+        q.enqueue(msg("abc", 4, None), 0, &mut fx).unwrap();
+        assert_eq!(q.enqueue(msg("abc", 4, None), 0, &mut fx), Err(EnqueueError::Full(Limit::Bytes(5))));
+        q.enqueue(msg("ab", 4, None), 0, &mut fx).unwrap();
+        assert_eq!(q.bytes(), 5);
+    }
+
+    #[test]
+    fn drop_oldest_makes_room_and_reports_the_dropped() {
+        let mut p = policy();
+        p.max_messages = 2;
+        p.overflow = Overflow::DropOldest;
+        let mut q = QueueState::new(p);
+        let mut fx = Effects::default();
+        q.enqueue(msg("a", 9, None), 0, &mut fx).unwrap();
+        q.enqueue(msg("b", 0, None), 0, &mut fx).unwrap();
+        let mut fx = Effects::default();
+        q.enqueue(msg("c", 4, None), 0, &mut fx).unwrap();
+        assert_eq!(fx.dead.len(), 1);
+        assert_eq!(&fx.dead[0].entry.msg.body[..], b"a");
+        assert_eq!(fx.dead[0].reason, DeadReason::Overflow);
+        assert_eq!(q.depth(), 2);
+    }
+
+    #[test]
+    fn closed_queue_refuses_producers_but_keeps_delivering() {
+        let mut q = QueueState::new(policy());
+        let mut fx = Effects::default();
+        q.enqueue(msg("a", 4, None), 0, &mut fx).unwrap();
+        q.set_closed(true);
+        assert_eq!(q.enqueue(msg("b", 4, None), 0, &mut fx), Err(EnqueueError::Closed));
+        let mut fx = Effects::default();
+        q.add_consumer(consumer(1, 10), 0, &mut fx);
+        assert_eq!(bodies(&fx), ["a"]);
+        q.set_closed(false);
+        q.enqueue(msg("b", 4, None), 0, &mut Effects::default()).unwrap();
+    }
+
+    #[test]
+    fn browse_peek_remove_purge() {
+        let mut q = QueueState::new(policy());
+        let mut fx = Effects::default();
+        let a = q.enqueue(msg("a", 4, None), 0, &mut fx).unwrap();
+        let b = q.enqueue(msg("b", 8, None), 0, &mut fx).unwrap();
+        q.enqueue(msg("c", 4, None), 0, &mut fx).unwrap();
+        let seen: Vec<u64> = q.browse(0, 10).iter().map(|d| d.seq).collect();
+        assert_eq!(seen, [b, a, a + 2]);
+        assert_eq!(q.browse(0, 1).len(), 1);
+        assert_eq!(q.depth(), 3, "browsing consumes nothing");
+        assert_eq!(&q.peek(a).unwrap().msg.body[..], b"a");
+        let mut fx = Effects::default();
+        assert!(q.remove(a, &mut fx));
+        assert!(!q.remove(a, &mut fx));
+        assert_eq!(fx.removed, [a]);
+        assert_eq!(q.purge(&mut fx), 2);
+        assert_eq!(q.depth(), 0);
+        assert_eq!(q.bytes(), 0);
+    }
+}

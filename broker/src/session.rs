@@ -1,0 +1,1004 @@
+//! One task per connection: the STOMP handshake, frames in, MESSAGE/RECEIPT/ERROR out.
+//!
+//! The task owns both halves of the stream and never blocks on one while the other needs
+//! service: a single `select!` reads frames, writes the outgoing buffer, takes deliveries from its
+//! channel and keeps heart-beats. Everything ready is encoded into one buffer and written with as
+//! few syscalls as the socket allows. Backpressure: while the outgoing buffer is over its limit the
+//! session takes no new deliveries and reads no new frames, so TCP pushes back on the client;
+//! queues stop handing it messages once its window is used up.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use stompd_config::{Acknowledgement, Config};
+use stompd_protocol::{
+    encode_frame, negotiate_heartbeat, negotiate_version, AckMode, ByteStr, ClientFrame, Command, Frame, HeartBeat,
+    Inbound, Limits, StompCodec, Version,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant};
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::broker::{temp_name, Broker, Destination, Intent, Principal, TEMP_QUEUE_PREFIX};
+use crate::error::ClientError;
+use crate::message::{now_ms, Message, SharedMessage};
+use crate::queue::{ConsumerId, ConsumerSpec, Delivery, Queue};
+use crate::topic::Topic;
+
+/// What queues and topics hand a session.
+#[derive(Debug)]
+pub enum SessionEvent {
+    Deliver { consumer: ConsumerId, delivery: Delivery },
+    TopicMessage { consumer: ConsumerId, seq: u64, msg: SharedMessage },
+    /// The subscription ended on the broker's side (queue deleted, slow topic subscriber).
+    Cancelled { consumer: ConsumerId, reason: &'static str },
+}
+
+/// A session's inbox. Unbounded as a channel, bounded by the credit each queue grants and the
+/// per-subscriber limit each topic keeps.
+pub type Sink = mpsc::UnboundedSender<SessionEvent>;
+
+/// Messages an auto-ack subscription may have handed to the session and not yet written.
+const AUTO_WINDOW: u32 = 2048;
+/// Deliveries taken from the inbox per turn of the loop, so reading and writing get their turn.
+const EVENTS_PER_TURN: usize = 1024;
+/// How long a closing connection is read (and discarded) after our FIN so the ERROR is not lost
+/// to a reset.
+const LINGER: Duration = Duration::from_millis(500);
+const READ_CHUNK: usize = 64 * 1024;
+
+pub const SUPPORTED_VERSIONS: &str = "1.0,1.1,1.2";
+
+/// Runs one connection to its end.
+pub async fn run<S>(stream: S, peer: SocketAddr, broker: Arc<Broker>, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
+    let id = broker.next_id();
+    let span = tracing::info_span!("session", id, %peer, login = tracing::field::Empty);
+    async move {
+        let mut session = Session::new(id, broker);
+        session.serve(stream, shutdown).await;
+        session.teardown();
+    }
+    .instrument(span)
+    .await
+}
+
+struct Subscription {
+    client_id: ByteStr,
+    ack: AckMode,
+    target: Target,
+    /// Delivered and not yet acknowledged, in delivery order: (ack tag, seq).
+    unacked: VecDeque<(u64, u64)>,
+    /// Topic subscriptions: messages handed to us and not yet encoded.
+    pending: Option<Arc<AtomicU32>>,
+}
+
+#[derive(Clone)]
+enum Target {
+    Queue(Arc<Queue>),
+    Topic(Arc<Topic>),
+}
+
+impl Target {
+    fn destination(&self) -> &ByteStr {
+        match self {
+            Target::Queue(q) => q.destination(),
+            Target::Topic(t) => t.destination(),
+        }
+    }
+}
+
+enum TxOp {
+    Send { destination: ByteStr, frame: Frame },
+    Ack { id: ByteStr, subscription: Option<ByteStr>, nack: bool, requeue: bool },
+}
+
+/// Why the loop ended.
+enum End {
+    /// The peer closed or the socket failed; nothing more can be written.
+    Gone,
+    /// Close after writing what is buffered (DISCONNECT, ERROR).
+    Graceful,
+}
+
+struct Session {
+    id: u64,
+    broker: Arc<Broker>,
+    config: Arc<Config>,
+    version: Option<Version>,
+    principal: Principal,
+    codec: StompCodec,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    /// Bytes ever appended to / written from `wbuf`: positions for settling auto acks.
+    appended: u64,
+    written: u64,
+    tx: Sink,
+    rx: mpsc::UnboundedReceiver<SessionEvent>,
+    subs_by_id: HashMap<ByteStr, ConsumerId>,
+    subs: HashMap<ConsumerId, Subscription>,
+    ack_tags: HashMap<u64, ConsumerId>,
+    next_tag: u64,
+    txs: HashMap<ByteStr, Vec<TxOp>>,
+    /// Auto-ack deliveries encoded but not yet handed to the kernel: (end position, consumer, seq).
+    unsettled: VecDeque<(u64, ConsumerId, u64)>,
+    send_every: Option<Duration>,
+    expect_every: Option<Duration>,
+    last_read: Instant,
+    last_write: Instant,
+    scratch_id: String,
+    scratch_ack: String,
+    scratch_count: String,
+}
+
+impl Session {
+    fn new(id: u64, broker: Arc<Broker>) -> Session {
+        let config = broker.config();
+        let l = &config.limits;
+        let limits = Limits {
+            max_frame_bytes: l.max_frame_bytes,
+            max_header_line_bytes: l.max_header_line_bytes,
+            max_headers: l.max_headers,
+            max_body_bytes: l.max_body_bytes,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let now = Instant::now();
+        Session {
+            id,
+            broker,
+            config,
+            version: None,
+            principal: Principal::anonymous(),
+            codec: StompCodec::server(limits),
+            rbuf: BytesMut::with_capacity(8 * 1024),
+            wbuf: BytesMut::with_capacity(8 * 1024),
+            appended: 0,
+            written: 0,
+            tx,
+            rx,
+            subs_by_id: HashMap::new(),
+            subs: HashMap::new(),
+            ack_tags: HashMap::new(),
+            next_tag: 1,
+            txs: HashMap::new(),
+            unsettled: VecDeque::new(),
+            send_every: None,
+            expect_every: None,
+            last_read: now,
+            last_write: now,
+            scratch_id: String::new(),
+            scratch_ack: String::new(),
+            scratch_count: String::new(),
+        }
+    }
+
+    async fn serve<S>(&mut self, stream: S, shutdown: CancellationToken)
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin,
+    {
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let connect_deadline = Instant::now() + self.config.server.connect_timeout();
+        let write_timeout = self.config.limits.write_timeout();
+        let outbox_limit = self.config.limits.outbox_bytes.max(64 * 1024);
+        let timer = sleep_until(connect_deadline);
+        tokio::pin!(timer);
+        let mut stalled_since: Option<Instant> = None;
+
+        let end = loop {
+            let can_take = self.wbuf.len() < outbox_limit;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    self.push_error(ClientError::new("shutting-down", "server shutting down"));
+                    break End::Graceful;
+                }
+                res = writer.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => {
+                    match res {
+                        Ok(0) | Err(_) => break End::Gone,
+                        Ok(n) => {
+                            self.written += n as u64;
+                            self.last_write = Instant::now();
+                            stalled_since = None;
+                            self.settle_auto_acks();
+                        }
+                    }
+                }
+                res = reader.read_buf(&mut self.rbuf), if can_take => {
+                    match res {
+                        Ok(0) => {
+                            tracing::debug!("peer closed the connection");
+                            break End::Gone;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "read failed");
+                            break End::Gone;
+                        }
+                        Ok(_) => {
+                            self.last_read = Instant::now();
+                            match self.process_input() {
+                                Ok(true) => {}
+                                Ok(false) => break End::Graceful,
+                                Err(err) => {
+                                    tracing::info!(code = err.code, error = %err.message, "client error; closing");
+                                    self.push_error(err);
+                                    break End::Graceful;
+                                }
+                            }
+                            if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+                                self.rbuf.reserve(READ_CHUNK);
+                            }
+                        }
+                    }
+                }
+                ev = self.rx.recv(), if can_take && self.version.is_some() => {
+                    if let Some(ev) = ev {
+                        self.on_event(ev);
+                        let mut n = 1;
+                        while n < EVENTS_PER_TURN && self.wbuf.len() < outbox_limit {
+                            match self.rx.try_recv() {
+                                Ok(ev) => self.on_event(ev),
+                                Err(_) => break,
+                            }
+                            n += 1;
+                        }
+                    }
+                }
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if self.version.is_none() {
+                        tracing::info!("no CONNECT within the connect timeout; closing");
+                        break End::Gone;
+                    }
+                    if let Some(every) = self.expect_every {
+                        let limit = every.mul_f64(self.config.heartbeat.grace.max(1.0));
+                        if now.duration_since(self.last_read) > limit {
+                            tracing::info!(silent_ms = now.duration_since(self.last_read).as_millis() as u64, "client missed its heart-beats; closing");
+                            self.push_error(ClientError::new("heartbeat-timeout", "no data or heart-beat received within the negotiated interval"));
+                            break End::Graceful;
+                        }
+                    }
+                    if let Some(every) = self.send_every {
+                        if self.wbuf.is_empty() && now.duration_since(self.last_write) >= every {
+                            self.push_bytes(b"\n");
+                        }
+                    }
+                    if !self.wbuf.is_empty() {
+                        let since = *stalled_since.get_or_insert(now);
+                        if now.duration_since(since) > write_timeout {
+                            tracing::info!(pending = self.wbuf.len(), "client stopped reading; closing");
+                            break End::Gone;
+                        }
+                    }
+                    timer.as_mut().reset(self.next_timer(now, write_timeout));
+                }
+            }
+        };
+
+        if let End::Graceful = end {
+            // Write what is buffered (RECEIPT, ERROR) within the write timeout, then FIN, then
+            // read and discard briefly so the peer sees our last frame rather than a reset.
+            let flush = async {
+                while !self.wbuf.is_empty() {
+                    match writer.write_buf(&mut self.wbuf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => self.written += n as u64,
+                    }
+                }
+                let _ = writer.flush().await;
+                let _ = writer.shutdown().await;
+            };
+            if tokio::time::timeout(write_timeout, flush).await.is_ok() {
+                self.settle_auto_acks();
+                let mut sink = [0u8; 4096];
+                let _ = tokio::time::timeout(LINGER, async {
+                    while let Ok(n) = reader.read(&mut sink).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            }
+        }
+    }
+
+    fn next_timer(&self, now: Instant, write_timeout: Duration) -> Instant {
+        let mut next = now + Duration::from_secs(3600);
+        if let Some(every) = self.send_every {
+            next = next.min(self.last_write + every);
+        }
+        if let Some(every) = self.expect_every {
+            next = next.min(self.last_read + every.mul_f64(self.config.heartbeat.grace.max(1.0)) + Duration::from_millis(1));
+        }
+        if !self.wbuf.is_empty() {
+            next = next.min(now + write_timeout.min(Duration::from_secs(1)));
+        }
+        next.max(now + Duration::from_millis(1))
+    }
+
+    /// Decodes and handles every complete frame in the read buffer. Ok(false) = close gracefully.
+    fn process_input(&mut self) -> Result<bool, ClientError> {
+        loop {
+            match self.codec.decode(&mut self.rbuf) {
+                Ok(Some(Inbound::HeartBeat)) => {}
+                Ok(Some(Inbound::Frame(frame))) => {
+                    if !self.on_frame(frame)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(None) => return Ok(true),
+                Err(e) => return Err(ClientError::from(&e)),
+            }
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame) -> Result<bool, ClientError> {
+        let receipt = frame.get_bytestr("receipt").cloned();
+        let Some(version) = self.version else {
+            return self.on_connect(frame).map(|()| true);
+        };
+        let frame = ClientFrame::from_frame(frame, version)
+            .map_err(|e| ClientError::from(e).with_receipt(receipt.as_ref()))?;
+        self.on_client_frame(frame)
+            .map_err(|e| e.with_receipt(receipt.as_ref()))
+    }
+
+    fn on_connect(&mut self, frame: Frame) -> Result<(), ClientError> {
+        if !matches!(frame.command, Command::Connect | Command::Stomp) {
+            return Err(ClientError::new(
+                "not-connected",
+                format!("expected CONNECT or STOMP as the first frame, got {}", frame.command.as_str()),
+            ));
+        }
+        let version = negotiate_version(frame.get("accept-version"), &Version::ALL).ok_or_else(|| {
+            ClientError::new(
+                "unsupported-version",
+                format!("none of the requested versions is supported; supported versions are {SUPPORTED_VERSIONS}"),
+            )
+        })?;
+        // Check the handshake with the negotiated version's rules.
+        let ClientFrame::Connect { login, heart_beat, .. } = ClientFrame::from_frame(frame, version)? else {
+            return Err(ClientError::new("bad-frame", "malformed CONNECT frame"));
+        };
+        self.authenticate(login.as_ref().map(ByteStr::as_str))?;
+
+        let hb = &self.config.heartbeat;
+        let ours = HeartBeat {
+            cx: hb.send_ms.min(u32::MAX as u64) as u32,
+            cy: hb.expect_ms.min(u32::MAX as u64) as u32,
+        };
+        let (send, expect) = if version == Version::V1_0 {
+            (None, None)
+        } else {
+            negotiate_heartbeat(ours, heart_beat)
+        };
+        let (min, max) = (hb.min(), hb.max());
+        self.send_every = send.map(|d| d.clamp(min, max.max(min)));
+        self.expect_every = expect.map(|d| d.max(min));
+        self.version = Some(version);
+        self.codec.set_version(version);
+
+        let session = format!("stompd-{}", self.id);
+        let server = format!("{}/{}", self.config.server.name, env!("CARGO_PKG_VERSION"));
+        let heart_beat = format!("{},{}", ours.cx, ours.cy);
+        let mut headers: Vec<(&str, &str)> = vec![("version", version.as_str()), ("server", &server), ("session", &session)];
+        if version != Version::V1_0 {
+            headers.push(("heart-beat", &heart_beat));
+        }
+        let before = self.wbuf.len();
+        encode_frame(&mut self.wbuf, version, Command::Connected, headers, b"");
+        self.appended += (self.wbuf.len() - before) as u64;
+        tracing::info!(
+            version = version.as_str(),
+            login = %self.principal.name,
+            send_heartbeat_ms = self.send_every.map(|d| d.as_millis() as u64),
+            expect_heartbeat_ms = self.expect_every.map(|d| d.as_millis() as u64),
+            "connected"
+        );
+        Ok(())
+    }
+
+    fn authenticate(&mut self, login: Option<&str>) -> Result<(), ClientError> {
+        // Users and passwords arrive with the security issue; until then only anonymous access
+        // exists and a login is recorded as the principal's name for logs and access lists.
+        if !self.config.auth.anonymous && login.is_none() {
+            return Err(ClientError::new("access-denied", "authentication failed"));
+        }
+        if let Some(login) = login.filter(|l| !l.is_empty()) {
+            self.principal = Principal {
+                name: login.to_owned(),
+                groups: Vec::new(),
+                anonymous: false,
+            };
+        }
+        tracing::Span::current().record("login", self.principal.name.as_str());
+        Ok(())
+    }
+
+    fn on_client_frame(&mut self, frame: ClientFrame) -> Result<bool, ClientError> {
+        match frame {
+            ClientFrame::Connect { .. } => {
+                return Err(ClientError::new("already-connected", "CONNECT received on a connected session"));
+            }
+            ClientFrame::Send {
+                destination,
+                transaction,
+                receipt,
+                frame,
+            } => {
+                match transaction {
+                    Some(tx) => {
+                        let max = self.config.limits.max_transaction_frames;
+                        let ops = self.tx_ops(&tx)?;
+                        if ops.len() >= max {
+                            return Err(ClientError::new(
+                                "transaction-too-large",
+                                format!("transaction {tx} holds more than {max} frames"),
+                            ));
+                        }
+                        ops.push(TxOp::Send { destination, frame });
+                    }
+                    None => self.route_send(&destination, frame)?,
+                }
+                self.receipt(receipt);
+            }
+            ClientFrame::Subscribe {
+                id,
+                destination,
+                ack,
+                receipt,
+                frame,
+            } => {
+                self.subscribe(id, &destination, ack, &frame)?;
+                self.receipt(receipt);
+            }
+            ClientFrame::Unsubscribe { id, receipt } => {
+                let Some(consumer) = self.subs_by_id.remove(&id) else {
+                    return Err(ClientError::new("unknown-subscription", format!("no subscription with id {id}")));
+                };
+                self.unsubscribe(consumer);
+                self.receipt(receipt);
+            }
+            ClientFrame::Ack {
+                id,
+                subscription,
+                transaction,
+                receipt,
+            } => {
+                self.ack_or_nack(id, subscription, transaction, false, true)?;
+                self.receipt(receipt);
+            }
+            ClientFrame::Nack {
+                id,
+                subscription,
+                transaction,
+                receipt,
+            } => {
+                // The frame is gone by now; `requeue:false` was read by ClientFrame? No: NACK keeps
+                // only its ids, so requeue is decided by the queue's policy here.
+                self.ack_or_nack(id, subscription, transaction, true, true)?;
+                self.receipt(receipt);
+            }
+            ClientFrame::Begin { transaction, receipt } => {
+                if self.txs.contains_key(&transaction) {
+                    return Err(ClientError::new(
+                        "duplicate-transaction",
+                        format!("transaction {transaction} is already open"),
+                    ));
+                }
+                let max = self.config.limits.max_transactions;
+                if self.txs.len() >= max {
+                    return Err(ClientError::new(
+                        "too-many-transactions",
+                        format!("at most {max} transactions may be open on one connection"),
+                    ));
+                }
+                self.txs.insert(transaction, Vec::new());
+                self.receipt(receipt);
+            }
+            ClientFrame::Commit { transaction, receipt } => {
+                let Some(ops) = self.txs.remove(&transaction) else {
+                    return Err(unknown_tx(&transaction));
+                };
+                self.commit(ops)?;
+                self.receipt(receipt);
+            }
+            ClientFrame::Abort { transaction, receipt } => {
+                if self.txs.remove(&transaction).is_none() {
+                    return Err(unknown_tx(&transaction));
+                }
+                self.receipt(receipt);
+            }
+            ClientFrame::Disconnect { receipt } => {
+                self.receipt(receipt);
+                tracing::debug!("client disconnected");
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn tx_ops(&mut self, tx: &ByteStr) -> Result<&mut Vec<TxOp>, ClientError> {
+        self.txs.get_mut(tx).ok_or_else(|| unknown_tx(tx))
+    }
+
+    /// Applies a transaction: every SEND is checked against its queue's limits first so a
+    /// COMMIT does not stop half-way on a full or closed queue; then all take effect together.
+    fn commit(&mut self, ops: Vec<TxOp>) -> Result<(), ClientError> {
+        let mut resolved = Vec::with_capacity(ops.len());
+        for op in ops {
+            match op {
+                TxOp::Send { destination, frame } => {
+                    let (dest, target) = self.resolve_send(&destination)?;
+                    if let Destination::Queue(q) = &target {
+                        q.admit(frame.body.len() as u64)
+                            .map_err(|e| ClientError::enqueue(&dest, e))?;
+                    }
+                    resolved.push(Ok((dest, target, frame)));
+                }
+                ack @ TxOp::Ack { .. } => resolved.push(Err(ack)),
+            }
+        }
+        for op in resolved {
+            match op {
+                Ok((dest, target, frame)) => self.deliver_send(&dest, target, frame)?,
+                Err(TxOp::Ack {
+                    id,
+                    subscription,
+                    nack,
+                    requeue,
+                }) => self.settle_ack(id, subscription, nack, requeue)?,
+                Err(TxOp::Send { .. }) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_send(&self, destination: &str) -> Result<(String, Destination), ClientError> {
+        let dest = temp_name(destination, self.id).unwrap_or_else(|| destination.to_owned());
+        let target = self.broker.resolve(&dest, &self.principal, Intent::Write, self.id)?;
+        Ok((dest, target))
+    }
+
+    fn route_send(&mut self, destination: &str, frame: Frame) -> Result<(), ClientError> {
+        let (dest, target) = self.resolve_send(destination)?;
+        self.deliver_send(&dest, target, frame)
+    }
+
+    fn deliver_send(&mut self, dest: &str, target: Destination, mut frame: Frame) -> Result<(), ClientError> {
+        // A reply-to naming our own temporary queue is rewritten to its broker-wide name so
+        // whoever answers reaches it.
+        for (name, value) in frame.headers.iter_mut() {
+            if name.as_str() == "reply-to" {
+                if let Some(global) = temp_name(value.as_str(), self.id) {
+                    *value = ByteStr::from(global);
+                }
+                break;
+            }
+        }
+        let now = now_ms();
+        match target {
+            Destination::Queue(q) => {
+                let (priority, ttl) = q.message_defaults();
+                let msg = Message::from_send(frame, q.destination().clone(), priority, ttl, now)?;
+                q.send(&*self.broker, msg).map_err(|e| ClientError::enqueue(dest, e))?;
+            }
+            Destination::Topic(t) => {
+                let msg = Message::from_send(frame, t.destination().clone(), crate::message::DEFAULT_PRIORITY, None, now)?;
+                t.publish(Arc::new(msg));
+            }
+        }
+        Ok(())
+    }
+
+    fn subscribe(&mut self, id: ByteStr, destination: &str, ack: AckMode, frame: &Frame) -> Result<(), ClientError> {
+        if self.subs_by_id.contains_key(&id) {
+            return Err(ClientError::new(
+                "duplicate-subscription",
+                format!("subscription id {id} is already in use on this connection"),
+            ));
+        }
+        let max = self.config.limits.max_subscriptions;
+        if self.subs_by_id.len() >= max {
+            return Err(ClientError::new(
+                "too-many-subscriptions",
+                format!("at most {max} subscriptions per connection"),
+            ));
+        }
+        let dest = match destination.strip_prefix(TEMP_QUEUE_PREFIX) {
+            Some(_) => temp_name(destination, self.id).unwrap_or_else(|| destination.to_owned()),
+            None => destination.to_owned(),
+        };
+        let target = self.broker.resolve(&dest, &self.principal, Intent::Read, self.id)?;
+        let consumer = self.broker.next_id();
+        let max_unacked = self.config.limits.max_unacked.max(1);
+        match target {
+            Destination::Queue(q) => {
+                let policy_ack = q.acknowledgement();
+                let ack = match policy_ack {
+                    Acknowledgement::Required if ack == AckMode::Auto => {
+                        return Err(ClientError::new(
+                            "ack-required",
+                            format!("queue {dest} requires acknowledgement: subscribe with ack:client or ack:client-individual"),
+                        ));
+                    }
+                    Acknowledgement::Auto => AckMode::Auto,
+                    _ => ack,
+                };
+                if frame.get("browser").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+                    return self.browse(&id, &q, max_unacked as usize);
+                }
+                let window = match ack {
+                    AckMode::Auto => AUTO_WINDOW,
+                    _ => prefetch(frame)?.unwrap_or_else(|| q.prefetch()).clamp(1, max_unacked),
+                };
+                self.subs.insert(
+                    consumer,
+                    Subscription {
+                        client_id: id.clone(),
+                        ack,
+                        target: Target::Queue(q.clone()),
+                        unacked: VecDeque::new(),
+                        pending: None,
+                    },
+                );
+                self.subs_by_id.insert(id, consumer);
+                q.subscribe(&*self.broker, ConsumerSpec { id: consumer, window }, self.tx.clone());
+            }
+            Destination::Topic(t) => {
+                let pending = Arc::new(AtomicU32::new(0));
+                self.subs.insert(
+                    consumer,
+                    Subscription {
+                        client_id: id.clone(),
+                        ack,
+                        target: Target::Topic(t.clone()),
+                        unacked: VecDeque::new(),
+                        pending: Some(pending.clone()),
+                    },
+                );
+                self.subs_by_id.insert(id, consumer);
+                t.subscribe(consumer, self.tx.clone(), pending, max_unacked);
+            }
+        }
+        Ok(())
+    }
+
+    /// A `browser:true` subscription: the queue's ready messages, unconsumed, then an end marker.
+    fn browse(&mut self, id: &ByteStr, q: &Arc<Queue>, limit: usize) -> Result<(), ClientError> {
+        let version = self.version.unwrap_or(Version::V1_2);
+        let before = self.wbuf.len();
+        for d in q.browse(limit) {
+            self.scratch_id.clear();
+            let _ = write!(self.scratch_id, "{}@{}", q.destination(), d.seq);
+            encode_message(&mut self.wbuf, version, q.destination(), &self.scratch_id, id, None, &d, None);
+        }
+        encode_frame(
+            &mut self.wbuf,
+            version,
+            Command::Message,
+            [
+                ("destination", q.destination().as_str()),
+                ("subscription", id.as_str()),
+                ("message-id", "browser-end"),
+                ("browser", "end"),
+            ],
+            b"",
+        );
+        self.appended += (self.wbuf.len() - before) as u64;
+        Ok(())
+    }
+
+    fn unsubscribe(&mut self, consumer: ConsumerId) {
+        let Some(sub) = self.subs.remove(&consumer) else { return };
+        for (tag, _) in &sub.unacked {
+            self.ack_tags.remove(tag);
+        }
+        match sub.target {
+            Target::Queue(q) => q.unsubscribe(&*self.broker, consumer),
+            Target::Topic(t) => t.unsubscribe(consumer),
+        }
+    }
+
+    fn ack_or_nack(
+        &mut self,
+        id: ByteStr,
+        subscription: Option<ByteStr>,
+        transaction: Option<ByteStr>,
+        nack: bool,
+        requeue: bool,
+    ) -> Result<(), ClientError> {
+        // Validate now, so an unknown id is reported at once even inside a transaction.
+        self.find_acked(&id, subscription.as_ref())?;
+        match transaction {
+            Some(tx) => {
+                let max = self.config.limits.max_transaction_frames;
+                let ops = self.tx_ops(&tx)?;
+                if ops.len() >= max {
+                    return Err(ClientError::new(
+                        "transaction-too-large",
+                        format!("transaction {tx} holds more than {max} frames"),
+                    ));
+                }
+                ops.push(TxOp::Ack {
+                    id,
+                    subscription,
+                    nack,
+                    requeue,
+                });
+                Ok(())
+            }
+            None => self.settle_ack(id, subscription, nack, requeue),
+        }
+    }
+
+    /// Finds the subscription and the index in its `unacked` list an ACK/NACK id refers to.
+    /// Ok(None): a topic message, whose acknowledgement changes nothing.
+    fn find_acked(&self, id: &ByteStr, subscription: Option<&ByteStr>) -> Result<Option<(ConsumerId, usize)>, ClientError> {
+        let unknown = || ClientError::new("unknown-ack", format!("no unacknowledged message with id {id}"));
+        let version = self.version.unwrap_or(Version::V1_2);
+        if version == Version::V1_2 {
+            if id.as_str().starts_with('t') {
+                return Ok(None);
+            }
+            let tag: u64 = id.as_str().parse().map_err(|_| unknown())?;
+            let consumer = *self.ack_tags.get(&tag).ok_or_else(unknown)?;
+            let sub = self.subs.get(&consumer).ok_or_else(unknown)?;
+            let pos = sub.unacked.iter().position(|(t, _)| *t == tag).ok_or_else(unknown)?;
+            return Ok(Some((consumer, pos)));
+        }
+        // 1.0 and 1.1 acknowledge by message-id (`destination@seq`), 1.1 also names the subscription.
+        let (dest, seq) = id.as_str().rsplit_once('@').ok_or_else(unknown)?;
+        let seq: u64 = seq.parse().map_err(|_| unknown())?;
+        let candidates: Vec<ConsumerId> = match subscription {
+            Some(s) => vec![*self.subs_by_id.get(s).ok_or_else(unknown)?],
+            None => self.subs.keys().copied().collect(),
+        };
+        for consumer in candidates {
+            let Some(sub) = self.subs.get(&consumer) else { continue };
+            if sub.target.destination().as_str() != dest {
+                continue;
+            }
+            if matches!(sub.target, Target::Topic(_)) {
+                return Ok(None);
+            }
+            if let Some(pos) = sub.unacked.iter().position(|(_, s)| *s == seq) {
+                return Ok(Some((consumer, pos)));
+            }
+        }
+        Err(unknown())
+    }
+
+    fn settle_ack(&mut self, id: ByteStr, subscription: Option<ByteStr>, nack: bool, requeue: bool) -> Result<(), ClientError> {
+        let Some((consumer, pos)) = self.find_acked(&id, subscription.as_ref())? else {
+            return Ok(());
+        };
+        let Some(sub) = self.subs.get_mut(&consumer) else { return Ok(()) };
+        // `client` mode is cumulative: the message and every earlier one of the subscription.
+        let taken: Vec<(u64, u64)> = match sub.ack {
+            AckMode::Client => sub.unacked.drain(..=pos).collect(),
+            _ => sub.unacked.remove(pos).into_iter().collect(),
+        };
+        let Target::Queue(q) = sub.target.clone() else { return Ok(()) };
+        let seqs: Vec<u64> = taken
+            .iter()
+            .map(|(tag, seq)| {
+                self.ack_tags.remove(tag);
+                *seq
+            })
+            .collect();
+        if nack {
+            q.nack(&*self.broker, consumer, &seqs, requeue);
+        } else {
+            q.ack(&*self.broker, consumer, &seqs);
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, ev: SessionEvent) {
+        let version = self.version.unwrap_or(Version::V1_2);
+        let before = self.wbuf.len();
+        match ev {
+            SessionEvent::Deliver { consumer, delivery } => {
+                // Unsubscribed meanwhile: the queue already took the message back.
+                let Some(sub) = self.subs.get_mut(&consumer) else { return };
+                let Target::Queue(q) = &sub.target else { return };
+                self.scratch_id.clear();
+                let _ = write!(self.scratch_id, "{}@{}", q.destination(), delivery.seq);
+                let ack = if sub.ack == AckMode::Auto {
+                    None
+                } else {
+                    let tag = self.next_tag;
+                    self.next_tag += 1;
+                    sub.unacked.push_back((tag, delivery.seq));
+                    self.ack_tags.insert(tag, consumer);
+                    self.scratch_ack.clear();
+                    let _ = write!(self.scratch_ack, "{tag}");
+                    Some(self.scratch_ack.as_str())
+                };
+                let count = if delivery.redelivered() {
+                    self.scratch_count.clear();
+                    let _ = write!(self.scratch_count, "{}", delivery.redelivery_count);
+                    Some(self.scratch_count.as_str())
+                } else {
+                    None
+                };
+                encode_message(
+                    &mut self.wbuf,
+                    version,
+                    q.destination(),
+                    &self.scratch_id,
+                    &sub.client_id,
+                    ack,
+                    &delivery,
+                    count,
+                );
+                self.appended += (self.wbuf.len() - before) as u64;
+                if sub.ack == AckMode::Auto {
+                    self.unsettled.push_back((self.appended, consumer, delivery.seq));
+                }
+            }
+            SessionEvent::TopicMessage { consumer, seq, msg } => {
+                let Some(sub) = self.subs.get(&consumer) else { return };
+                if let Some(p) = &sub.pending {
+                    p.fetch_sub(1, Ordering::AcqRel);
+                }
+                let Target::Topic(t) = &sub.target else { return };
+                self.scratch_id.clear();
+                let _ = write!(self.scratch_id, "{}@{}", t.destination(), seq);
+                let ack = if sub.ack == AckMode::Auto {
+                    None
+                } else {
+                    self.scratch_ack.clear();
+                    let _ = write!(self.scratch_ack, "t{seq}");
+                    Some(self.scratch_ack.as_str())
+                };
+                let delivery = Delivery {
+                    seq,
+                    msg,
+                    redelivery_count: 0,
+                };
+                encode_message(&mut self.wbuf, version, t.destination(), &self.scratch_id, &sub.client_id, ack, &delivery, None);
+                self.appended += (self.wbuf.len() - before) as u64;
+            }
+            SessionEvent::Cancelled { consumer, reason } => {
+                let Some(sub) = self.subs.remove(&consumer) else { return };
+                self.subs_by_id.remove(&sub.client_id);
+                for (tag, _) in &sub.unacked {
+                    self.ack_tags.remove(tag);
+                }
+                tracing::info!(subscription = %sub.client_id, reason, "subscription cancelled by the broker");
+                // Until the event channel exists, a cancelled subscription is reported as an
+                // ERROR on a connection that then stays open only if the client never relies on it.
+                let message = format!("subscription {} to {} was cancelled: {reason}", sub.client_id, sub.target.destination());
+                encode_frame(
+                    &mut self.wbuf,
+                    version,
+                    Command::Error,
+                    [("message", message.as_str()), ("code", reason), ("subscription", sub.client_id.as_str())],
+                    b"",
+                );
+                self.appended += (self.wbuf.len() - before) as u64;
+            }
+        }
+    }
+
+    /// Acks auto-mode deliveries whose bytes the kernel has taken.
+    fn settle_auto_acks(&mut self) {
+        while let Some(&(end, consumer, _)) = self.unsettled.front() {
+            if end > self.written {
+                break;
+            }
+            let mut seqs = Vec::new();
+            while let Some(&(end, c, seq)) = self.unsettled.front() {
+                if end > self.written || c != consumer {
+                    break;
+                }
+                seqs.push(seq);
+                self.unsettled.pop_front();
+            }
+            if let Some(Subscription {
+                target: Target::Queue(q),
+                ..
+            }) = self.subs.get(&consumer)
+            {
+                q.ack(&*self.broker, consumer, &seqs);
+            }
+        }
+    }
+
+    fn receipt(&mut self, receipt: Option<ByteStr>) {
+        if let Some(r) = receipt {
+            let version = self.version.unwrap_or(Version::V1_2);
+            let before = self.wbuf.len();
+            encode_frame(&mut self.wbuf, version, Command::Receipt, [("receipt-id", r.as_str())], b"");
+            self.appended += (self.wbuf.len() - before) as u64;
+        }
+    }
+
+    fn push_error(&mut self, err: ClientError) {
+        let version = self.version.unwrap_or(Version::V1_0);
+        let mut headers: Vec<(&str, &str)> = vec![("message", err.message.as_str()), ("code", err.code)];
+        if err.code == "unsupported-version" {
+            headers.push(("version", SUPPORTED_VERSIONS));
+        }
+        if let Some(r) = &err.receipt {
+            headers.push(("receipt-id", r.as_str()));
+        }
+        let body = err.detail.as_deref().unwrap_or("");
+        let before = self.wbuf.len();
+        encode_frame(&mut self.wbuf, version, Command::Error, headers, body.as_bytes());
+        self.appended += (self.wbuf.len() - before) as u64;
+    }
+
+    fn push_bytes(&mut self, bytes: &[u8]) {
+        self.wbuf.extend_from_slice(bytes);
+        self.appended += bytes.len() as u64;
+    }
+
+    /// Returns everything the connection held: unacked messages go back to their queues
+    /// (redelivered), transactions are dropped, temporary queues removed.
+    fn teardown(&mut self) {
+        let consumers: Vec<ConsumerId> = self.subs.keys().copied().collect();
+        for c in consumers {
+            self.unsubscribe(c);
+        }
+        self.txs.clear();
+        self.rx.close();
+        self.broker.drop_temp_queues(self.id);
+        tracing::debug!("session closed");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn encode_message(
+    dst: &mut BytesMut,
+    version: Version,
+    destination: &ByteStr,
+    message_id: &str,
+    subscription: &ByteStr,
+    ack: Option<&str>,
+    delivery: &Delivery,
+    redelivery_count: Option<&str>,
+) {
+    let fixed = [
+        ("destination", destination.as_str()),
+        ("message-id", message_id),
+        ("subscription", subscription.as_str()),
+    ];
+    let ack = ack.map(|a| ("ack", a));
+    let redelivered = redelivery_count.map(|c| [("redelivered", "true"), ("redelivery-count", c)]);
+    let headers = fixed
+        .into_iter()
+        .chain(ack)
+        .chain(redelivered.into_iter().flatten())
+        .chain(delivery.msg.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    encode_frame(dst, version, Command::Message, headers, delivery.msg.body.chunk());
+}
+
+fn unknown_tx(tx: &ByteStr) -> ClientError {
+    ClientError::new("unknown-transaction", format!("no open transaction {tx}"))
+}
+
+/// Per-subscription window from the headers other brokers' clients send, in precedence order:
+/// `prefetch-count` (RabbitMQ), `activemq.prefetchSize` (ActiveMQ).
+fn prefetch(frame: &Frame) -> Result<Option<u32>, ClientError> {
+    for name in ["prefetch-count", "activemq.prefetchSize"] {
+        if let Some(v) = frame.get(name) {
+            return v.trim().parse::<u32>().map(Some).map_err(|_| {
+                ClientError::new("bad-header", format!("header `{name}` must be a non-negative integer, got {v:?}"))
+            });
+        }
+    }
+    Ok(None)
+}
