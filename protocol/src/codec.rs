@@ -214,7 +214,11 @@ impl StompCodec {
         std::str::from_utf8(line).map_err(|_| DecodeError::BadUtf8)?;
         let colon = match memchr::memchr(b':', line) {
             Some(c) if c > 0 => c,
-            _ => return Err(DecodeError::BadHeader(truncate(&String::from_utf8_lossy(line)))),
+            _ => {
+                return Err(DecodeError::BadHeader(truncate(&String::from_utf8_lossy(
+                    line,
+                ))))
+            }
         };
         let (name, value) = (start..start + colon, start + colon + 1..end);
         let name_part = self.part(buf, name.start, name.end)?;

@@ -36,7 +36,10 @@ impl fmt::Display for HeartBeat {
 /// the local side expects to hear from the peer); `None` = disabled. A direction is off when the
 /// sender cannot send (cx = 0) or the receiver does not want beats (cy = 0); otherwise the slower
 /// of the two wishes wins.
-pub fn negotiate_heartbeat(local: HeartBeat, peer: HeartBeat) -> (Option<Duration>, Option<Duration>) {
+pub fn negotiate_heartbeat(
+    local: HeartBeat,
+    peer: HeartBeat,
+) -> (Option<Duration>, Option<Duration>) {
     let dir = |send: u32, want: u32| {
         (send != 0 && want != 0).then(|| Duration::from_millis(u64::from(send.max(want))))
     };

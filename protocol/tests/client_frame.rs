@@ -48,7 +48,11 @@ fn connect() {
     let c = ClientFrame::from_frame(f(Command::Connect, &[]), Version::V1_0).unwrap();
     assert!(matches!(
         c,
-        ClientFrame::Connect { stomp_command: false, heart_beat: HeartBeat { cx: 0, cy: 0 }, .. }
+        ClientFrame::Connect {
+            stomp_command: false,
+            heart_beat: HeartBeat { cx: 0, cy: 0 },
+            ..
+        }
     ));
     let e = ClientFrame::from_frame(f(Command::Connect, &[("heart-beat", "x")]), Version::V1_2);
     assert!(matches!(e, Err(FrameError::BadHeaderValue { .. })));
@@ -57,17 +61,34 @@ fn connect() {
 #[test]
 fn send() {
     for v in Version::ALL {
-        missing(ClientFrame::from_frame(f(Command::Send, &[]), v), "destination");
+        missing(
+            ClientFrame::from_frame(f(Command::Send, &[]), v),
+            "destination",
+        );
         missing(
             ClientFrame::from_frame(f(Command::Send, &[("destination", "")]), v),
             "destination",
         );
         let c = ClientFrame::from_frame(
-            f(Command::Send, &[("destination", "/q"), ("receipt", "r"), ("transaction", "t")]),
+            f(
+                Command::Send,
+                &[
+                    ("destination", "/q"),
+                    ("receipt", "r"),
+                    ("transaction", "t"),
+                ],
+            ),
             v,
         )
         .unwrap();
-        let ClientFrame::Send { destination, transaction, .. } = &c else { panic!() };
+        let ClientFrame::Send {
+            destination,
+            transaction,
+            ..
+        } = &c
+        else {
+            panic!()
+        };
         assert_eq!(destination, "/q");
         assert_eq!(transaction.as_ref().unwrap(), "t");
         assert_eq!(c.receipt().unwrap(), "r");
@@ -77,9 +98,14 @@ fn send() {
 #[test]
 fn subscribe() {
     // 1.0: id defaults to the destination.
-    let c = ClientFrame::from_frame(f(Command::Subscribe, &[("destination", "/q")]), Version::V1_0)
-        .unwrap();
-    let ClientFrame::Subscribe { id, ack, .. } = c else { panic!() };
+    let c = ClientFrame::from_frame(
+        f(Command::Subscribe, &[("destination", "/q")]),
+        Version::V1_0,
+    )
+    .unwrap();
+    let ClientFrame::Subscribe { id, ack, .. } = c else {
+        panic!()
+    };
     assert_eq!(id, "/q");
     assert_eq!(ack, AckMode::Auto);
     for v in [Version::V1_1, Version::V1_2] {
@@ -87,15 +113,34 @@ fn subscribe() {
             ClientFrame::from_frame(f(Command::Subscribe, &[("destination", "/q")]), v),
             "id",
         );
-        missing(ClientFrame::from_frame(f(Command::Subscribe, &[("id", "1")]), v), "destination");
+        missing(
+            ClientFrame::from_frame(f(Command::Subscribe, &[("id", "1")]), v),
+            "destination",
+        );
         let c = ClientFrame::from_frame(
-            f(Command::Subscribe, &[("destination", "/q"), ("id", "1"), ("ack", "client-individual")]),
+            f(
+                Command::Subscribe,
+                &[
+                    ("destination", "/q"),
+                    ("id", "1"),
+                    ("ack", "client-individual"),
+                ],
+            ),
             v,
         )
         .unwrap();
-        assert!(matches!(c, ClientFrame::Subscribe { ack: AckMode::ClientIndividual, .. }));
+        assert!(matches!(
+            c,
+            ClientFrame::Subscribe {
+                ack: AckMode::ClientIndividual,
+                ..
+            }
+        ));
         let e = ClientFrame::from_frame(
-            f(Command::Subscribe, &[("destination", "/q"), ("id", "1"), ("ack", "sometimes")]),
+            f(
+                Command::Subscribe,
+                &[("destination", "/q"), ("id", "1"), ("ack", "sometimes")],
+            ),
             v,
         )
         .unwrap_err();
@@ -107,12 +152,19 @@ fn subscribe() {
 
 #[test]
 fn unsubscribe() {
-    let c = ClientFrame::from_frame(f(Command::Unsubscribe, &[("destination", "/q")]), Version::V1_0)
-        .unwrap();
+    let c = ClientFrame::from_frame(
+        f(Command::Unsubscribe, &[("destination", "/q")]),
+        Version::V1_0,
+    )
+    .unwrap();
     assert!(matches!(c, ClientFrame::Unsubscribe { id, .. } if id == "/q"));
-    let c = ClientFrame::from_frame(f(Command::Unsubscribe, &[("id", "5")]), Version::V1_0).unwrap();
+    let c =
+        ClientFrame::from_frame(f(Command::Unsubscribe, &[("id", "5")]), Version::V1_0).unwrap();
     assert!(matches!(c, ClientFrame::Unsubscribe { id, .. } if id == "5"));
-    missing(ClientFrame::from_frame(f(Command::Unsubscribe, &[]), Version::V1_0), "id");
+    missing(
+        ClientFrame::from_frame(f(Command::Unsubscribe, &[]), Version::V1_0),
+        "id",
+    );
     for v in [Version::V1_1, Version::V1_2] {
         missing(
             ClientFrame::from_frame(f(Command::Unsubscribe, &[("destination", "/q")]), v),
@@ -132,7 +184,14 @@ fn ack_nack_per_version() {
     );
     // 1.1: message-id and subscription.
     let c = ClientFrame::from_frame(
-        f(Command::Nack, &[("message-id", "m1"), ("subscription", "s"), ("transaction", "t")]),
+        f(
+            Command::Nack,
+            &[
+                ("message-id", "m1"),
+                ("subscription", "s"),
+                ("transaction", "t"),
+            ],
+        ),
         Version::V1_1,
     )
     .unwrap();
@@ -145,11 +204,15 @@ fn ack_nack_per_version() {
         "subscription",
     );
     missing(
-        ClientFrame::from_frame(f(Command::Ack, &[("id", "m1"), ("subscription", "s")]), Version::V1_1),
+        ClientFrame::from_frame(
+            f(Command::Ack, &[("id", "m1"), ("subscription", "s")]),
+            Version::V1_1,
+        ),
         "message-id",
     );
     // 1.0: message-id; no NACK.
-    let c = ClientFrame::from_frame(f(Command::Ack, &[("message-id", "m1")]), Version::V1_0).unwrap();
+    let c =
+        ClientFrame::from_frame(f(Command::Ack, &[("message-id", "m1")]), Version::V1_0).unwrap();
     assert!(matches!(c, ClientFrame::Ack { id, .. } if id == "m1"));
     let e = ClientFrame::from_frame(f(Command::Nack, &[("message-id", "m1")]), Version::V1_0)
         .unwrap_err();
@@ -166,9 +229,15 @@ fn ack_nack_per_version() {
 #[test]
 fn transactions_and_disconnect() {
     for cmd in [Command::Begin, Command::Commit, Command::Abort] {
-        missing(ClientFrame::from_frame(f(cmd, &[]), Version::V1_2), "transaction");
-        let c = ClientFrame::from_frame(f(cmd, &[("transaction", "t"), ("receipt", "r")]), Version::V1_2)
-            .unwrap();
+        missing(
+            ClientFrame::from_frame(f(cmd, &[]), Version::V1_2),
+            "transaction",
+        );
+        let c = ClientFrame::from_frame(
+            f(cmd, &[("transaction", "t"), ("receipt", "r")]),
+            Version::V1_2,
+        )
+        .unwrap();
         assert_eq!(c.receipt().unwrap(), "r");
     }
     let c = ClientFrame::from_frame(f(Command::Disconnect, &[("receipt", "77")]), Version::V1_0)
@@ -178,7 +247,12 @@ fn transactions_and_disconnect() {
 
 #[test]
 fn server_frames_rejected() {
-    for cmd in [Command::Connected, Command::Message, Command::Receipt, Command::Error] {
+    for cmd in [
+        Command::Connected,
+        Command::Message,
+        Command::Receipt,
+        Command::Error,
+    ] {
         let e = ClientFrame::from_frame(f(cmd, &[]), Version::V1_2).unwrap_err();
         assert_eq!(e, FrameError::NotAClientFrame(cmd));
         assert_eq!(e.code(), "bad-frame");
@@ -188,7 +262,10 @@ fn server_frames_rejected() {
 #[test]
 fn first_repeated_header_wins() {
     let c = ClientFrame::from_frame(
-        f(Command::Send, &[("destination", "/first"), ("destination", "/second")]),
+        f(
+            Command::Send,
+            &[("destination", "/first"), ("destination", "/second")],
+        ),
         Version::V1_2,
     )
     .unwrap();

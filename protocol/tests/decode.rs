@@ -50,7 +50,9 @@ fn simple_frame_and_partial_input() {
         if i + 1 < input.len() {
             assert_eq!(r, None, "frame finished early at byte {i}");
         } else {
-            let Some(Inbound::Frame(f)) = r else { panic!("no frame") };
+            let Some(Inbound::Frame(f)) = r else {
+                panic!("no frame")
+            };
             assert_eq!(f.command, Command::Send);
             assert_eq!(f.get("destination"), Some("/queue/a"));
             assert_eq!(f.get("receipt"), Some("1"));
@@ -126,14 +128,20 @@ fn repeated_headers_kept_first_wins() {
 #[test]
 fn first_content_length_is_used() {
     let mut c = server(Some(Version::V1_2));
-    let f = one_frame(&mut c, b"SEND\ncontent-length:3\ncontent-length:1\n\na\0b\0");
+    let f = one_frame(
+        &mut c,
+        b"SEND\ncontent-length:3\ncontent-length:1\n\na\0b\0",
+    );
     assert_eq!(&f.body[..], b"a\0b");
 }
 
 #[test]
 fn content_length_body_may_contain_nul() {
     let mut c = server(Some(Version::V1_1));
-    let f = one_frame(&mut c, b"SEND\ndestination:/q\ncontent-length:5\n\n\0\0x\0\0\0");
+    let f = one_frame(
+        &mut c,
+        b"SEND\ndestination:/q\ncontent-length:5\n\n\0\0x\0\0\0",
+    );
     assert_eq!(&f.body[..], b"\0\0x\0\0");
 }
 
@@ -154,11 +162,22 @@ fn content_length_without_nul_is_missing_nul() {
 
 #[test]
 fn bad_content_length() {
-    for bad in ["", "abc", "-1", " 3", "3 ", "1.0", "99999999999999999999999999"] {
+    for bad in [
+        "",
+        "abc",
+        "-1",
+        " 3",
+        "3 ",
+        "1.0",
+        "99999999999999999999999999",
+    ] {
         let mut c = server(Some(Version::V1_2));
         let input = format!("SEND\ncontent-length:{bad}\n\n\0");
         let e = err(&mut c, input.as_bytes());
-        assert!(matches!(e, DecodeError::BadContentLength(_)), "{bad:?}: {e:?}");
+        assert!(
+            matches!(e, DecodeError::BadContentLength(_)),
+            "{bad:?}: {e:?}"
+        );
         assert_eq!(e.code(), "bad-content-length");
     }
 }
@@ -169,7 +188,9 @@ fn body_is_zero_copy_slice_of_the_frame() {
     let input = b"SEND\ndestination:/q\n\nhello\0";
     let mut buf = BytesMut::from(&input[..]);
     let start = buf.as_ptr() as usize;
-    let Some(Inbound::Frame(f)) = c.decode(&mut buf).unwrap() else { panic!() };
+    let Some(Inbound::Frame(f)) = c.decode(&mut buf).unwrap() else {
+        panic!()
+    };
     let body_ptr = f.body.as_ptr() as usize;
     let dest_ptr = f.get("destination").unwrap().as_ptr() as usize;
     assert_eq!(body_ptr, start + input.len() - 6);
@@ -239,10 +260,14 @@ fn connect_stomp_connected_never_unescaped() {
 fn unnegotiated_then_set_version() {
     let mut c = server(None);
     let mut buf = BytesMut::from(&b"CONNECT\naccept-version:1.2\n\n\0SEND\nk:a\\cb\n\n\0"[..]);
-    let Some(Inbound::Frame(f)) = c.decode(&mut buf).unwrap() else { panic!() };
+    let Some(Inbound::Frame(f)) = c.decode(&mut buf).unwrap() else {
+        panic!()
+    };
     assert_eq!(f.command, Command::Connect);
     c.set_version(Version::V1_2);
-    let Some(Inbound::Frame(f)) = c.decode(&mut buf).unwrap() else { panic!() };
+    let Some(Inbound::Frame(f)) = c.decode(&mut buf).unwrap() else {
+        panic!()
+    };
     assert_eq!(f.get("k"), Some("a:b"));
 }
 
@@ -250,7 +275,10 @@ fn unnegotiated_then_set_version() {
 fn unknown_command_and_bad_utf8() {
     let mut c = server(None);
     let e = err(&mut c, b"FOO\n\n\0");
-    assert!(matches!(&e, DecodeError::UnknownCommand(s) if s == "FOO"), "{e:?}");
+    assert!(
+        matches!(&e, DecodeError::UnknownCommand(s) if s == "FOO"),
+        "{e:?}"
+    );
     assert_eq!(e.code(), "unknown-command");
     let mut c = server(None);
     let e = err(&mut c, b"send\n\n\0");
@@ -323,12 +351,23 @@ fn header_line_too_long_detected_while_partial() {
     let mut buf = BytesMut::from(&b"SEND\nabc:"[..]);
     assert_eq!(c.decode(&mut buf).unwrap(), None);
     buf.extend_from_slice(&[b'x'; 16]);
-    assert_eq!(c.decode(&mut buf).unwrap(), None, "20 bytes is still within the limit");
+    assert_eq!(
+        c.decode(&mut buf).unwrap(),
+        None,
+        "20 bytes is still within the limit"
+    );
     buf.extend_from_slice(b"\r");
-    assert_eq!(c.decode(&mut buf).unwrap(), None, "a trailing CR may belong to the EOL");
+    assert_eq!(
+        c.decode(&mut buf).unwrap(),
+        None,
+        "a trailing CR may belong to the EOL"
+    );
     buf.extend_from_slice(b"y");
     let e = c.decode(&mut buf).unwrap_err();
-    assert!(matches!(e, DecodeError::HeaderLineTooLong { limit: 20 }), "{e:?}");
+    assert!(
+        matches!(e, DecodeError::HeaderLineTooLong { limit: 20 }),
+        "{e:?}"
+    );
     assert_eq!(e.code(), "header-too-long");
 }
 
@@ -345,7 +384,10 @@ fn too_many_headers() {
     assert!(decode_all(&mut c, b"SEND\na:1\nb:2\nc:3\n\n\0").is_ok());
     let mut c = StompCodec::server(limits());
     let e = err(&mut c, b"SEND\na:1\nb:2\nc:3\nd:4\n");
-    assert!(matches!(e, DecodeError::TooManyHeaders { limit: 3 }), "{e:?}");
+    assert!(
+        matches!(e, DecodeError::TooManyHeaders { limit: 3 }),
+        "{e:?}"
+    );
     assert_eq!(e.code(), "too-many-headers");
 }
 
@@ -354,7 +396,13 @@ fn content_length_above_limit_fails_before_body() {
     let mut c = StompCodec::server(limits());
     let e = err(&mut c, b"SEND\ncontent-length:51\n");
     assert!(
-        matches!(e, DecodeError::BodyTooLarge { limit: 50, length: Some(51) }),
+        matches!(
+            e,
+            DecodeError::BodyTooLarge {
+                limit: 50,
+                length: Some(51)
+            }
+        ),
         "{e:?}"
     );
     assert_eq!(e.code(), "body-too-large");
@@ -372,13 +420,22 @@ fn nul_terminated_body_growing_past_limit() {
     buf.extend_from_slice(b"x");
     let e = c.decode(&mut buf).unwrap_err();
     assert!(
-        matches!(e, DecodeError::BodyTooLarge { limit: 50, length: None }),
+        matches!(
+            e,
+            DecodeError::BodyTooLarge {
+                limit: 50,
+                length: None
+            }
+        ),
         "{e:?}"
     );
     // All at once, complete with NUL, still too large.
     let mut c = StompCodec::server(limits());
     let input = format!("SEND\n\n{}\0", "x".repeat(51));
-    assert!(matches!(err(&mut c, input.as_bytes()), DecodeError::BodyTooLarge { .. }));
+    assert!(matches!(
+        err(&mut c, input.as_bytes()),
+        DecodeError::BodyTooLarge { .. }
+    ));
 }
 
 #[test]
@@ -390,7 +447,10 @@ fn frame_too_large() {
     // Headers alone exceed the frame limit.
     let mut c = StompCodec::server(l);
     let e = err(&mut c, b"SEND\naaaaa:1234567890\nbbbbb:1234567890\ncc:12");
-    assert!(matches!(e, DecodeError::FrameTooLarge { limit: 40 }), "{e:?}");
+    assert!(
+        matches!(e, DecodeError::FrameTooLarge { limit: 40 }),
+        "{e:?}"
+    );
     assert_eq!(e.code(), "frame-too-large");
     // Known content-length that would exceed it fails before the body arrives.
     let mut c = StompCodec::server(l);
@@ -399,7 +459,10 @@ fn frame_too_large() {
     // A NUL-terminated body that pushes the frame over.
     let mut c = StompCodec::server(l);
     let input = format!("SEND\n\n{}", "x".repeat(40));
-    assert!(matches!(err(&mut c, input.as_bytes()), DecodeError::FrameTooLarge { .. }));
+    assert!(matches!(
+        err(&mut c, input.as_bytes()),
+        DecodeError::FrameTooLarge { .. }
+    ));
     // Exactly at the limit is fine: 6 + 33 + 1 = 40.
     let mut c = StompCodec::server(l);
     let input = format!("SEND\n\n{}\0", "x".repeat(33));
@@ -411,7 +474,11 @@ fn content_length_reserves_whole_frame() {
     let mut c = server(Some(Version::V1_2));
     let mut buf = BytesMut::from(&b"SEND\ncontent-length:100000\n\n"[..]);
     assert_eq!(c.decode(&mut buf).unwrap(), None);
-    assert!(buf.capacity() >= 100_001 + 28, "capacity {}", buf.capacity());
+    assert!(
+        buf.capacity() >= 100_001 + 28,
+        "capacity {}",
+        buf.capacity()
+    );
 }
 
 #[test]
@@ -430,7 +497,10 @@ fn decode_eof_behaviour() {
     );
     assert_eq!(e.code(), "io");
     let mut buf = BytesMut::from(&b"SEND\n\nbody\0"[..]);
-    assert!(matches!(c.decode_eof(&mut buf).unwrap(), Some(Inbound::Frame(_))));
+    assert!(matches!(
+        c.decode_eof(&mut buf).unwrap(),
+        Some(Inbound::Frame(_))
+    ));
 }
 
 #[test]

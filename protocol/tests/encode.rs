@@ -76,7 +76,10 @@ fn content_length_rules() {
     );
     assert_eq!(out, b"RECEIPT\nreceipt-id:1\ncontent-length:3\n\na\0b\0");
     // Empty body: only SEND/MESSAGE/ERROR carry content-length:0.
-    assert_eq!(enc(Version::V1_2, Command::Receipt, &[], b""), b"RECEIPT\n\n\0");
+    assert_eq!(
+        enc(Version::V1_2, Command::Receipt, &[], b""),
+        b"RECEIPT\n\n\0"
+    );
     for cmd in [Command::Send, Command::Message, Command::Error] {
         let out = enc(Version::V1_2, cmd, &[], b"");
         assert_eq!(out, format!("{cmd}\ncontent-length:0\n\n\0").as_bytes());

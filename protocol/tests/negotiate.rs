@@ -1,20 +1,31 @@
 //! Version and heart-beat negotiation, and the small value types.
 
 use std::time::Duration;
-use stompd_protocol::{negotiate_heartbeat, negotiate_version, ByteStr, Command, HeartBeat, Version};
+use stompd_protocol::{
+    negotiate_heartbeat, negotiate_version, ByteStr, Command, HeartBeat, Version,
+};
 
 #[test]
 fn version_negotiation() {
     let all = &Version::ALL;
     assert_eq!(negotiate_version(None, all), Some(Version::V1_0));
-    assert_eq!(negotiate_version(Some("1.0,1.1,1.2"), all), Some(Version::V1_2));
+    assert_eq!(
+        negotiate_version(Some("1.0,1.1,1.2"), all),
+        Some(Version::V1_2)
+    );
     assert_eq!(negotiate_version(Some("1.1,1.0"), all), Some(Version::V1_1));
-    assert_eq!(negotiate_version(Some("1.2, 1.1"), &[Version::V1_1]), Some(Version::V1_1));
+    assert_eq!(
+        negotiate_version(Some("1.2, 1.1"), &[Version::V1_1]),
+        Some(Version::V1_1)
+    );
     assert_eq!(negotiate_version(Some("2.0,1.1"), all), Some(Version::V1_1));
     assert_eq!(negotiate_version(Some("2.0"), all), None);
     assert_eq!(negotiate_version(Some(""), all), None);
     assert_eq!(negotiate_version(None, &[Version::V1_2]), None);
-    assert_eq!(negotiate_version(Some("1.0"), &[Version::V1_1, Version::V1_2]), None);
+    assert_eq!(
+        negotiate_version(Some("1.0"), &[Version::V1_1, Version::V1_2]),
+        None
+    );
 }
 
 #[test]
@@ -27,7 +38,10 @@ fn version_order_and_display() {
 #[test]
 fn heartbeat_parse() {
     assert_eq!(HeartBeat::parse("0,0").unwrap(), HeartBeat::default());
-    assert_eq!(HeartBeat::parse(" 100 , 2000 ").unwrap(), HeartBeat { cx: 100, cy: 2000 });
+    assert_eq!(
+        HeartBeat::parse(" 100 , 2000 ").unwrap(),
+        HeartBeat { cx: 100, cy: 2000 }
+    );
     for bad in ["", "1", "1,", ",1", "a,b", "-1,0", "1,2,3", "99999999999,0"] {
         let e = HeartBeat::parse(bad).expect_err(bad);
         assert_eq!(e.code(), "bad-header");
@@ -49,11 +63,26 @@ fn heartbeat_negotiation() {
         (Some(ms(6000)), Some(ms(5000)))
     );
     // Zero on either side disables that direction only.
-    assert_eq!(negotiate_heartbeat(hb(0, 1000), hb(1000, 1000)), (None, Some(ms(1000))));
-    assert_eq!(negotiate_heartbeat(hb(1000, 1000), hb(1000, 0)), (None, Some(ms(1000))));
-    assert_eq!(negotiate_heartbeat(hb(1000, 0), hb(1000, 1000)), (Some(ms(1000)), None));
-    assert_eq!(negotiate_heartbeat(hb(1000, 1000), hb(0, 1000)), (Some(ms(1000)), None));
-    assert_eq!(negotiate_heartbeat(HeartBeat::default(), hb(10, 10)), (None, None));
+    assert_eq!(
+        negotiate_heartbeat(hb(0, 1000), hb(1000, 1000)),
+        (None, Some(ms(1000)))
+    );
+    assert_eq!(
+        negotiate_heartbeat(hb(1000, 1000), hb(1000, 0)),
+        (None, Some(ms(1000)))
+    );
+    assert_eq!(
+        negotiate_heartbeat(hb(1000, 0), hb(1000, 1000)),
+        (Some(ms(1000)), None)
+    );
+    assert_eq!(
+        negotiate_heartbeat(hb(1000, 1000), hb(0, 1000)),
+        (Some(ms(1000)), None)
+    );
+    assert_eq!(
+        negotiate_heartbeat(HeartBeat::default(), hb(10, 10)),
+        (None, None)
+    );
 }
 
 #[test]

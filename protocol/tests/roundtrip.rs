@@ -46,7 +46,10 @@ fn text() -> impl Strategy<Value = String> {
 /// name's ':' cannot be written; in 1.1 a value cannot end with CR (it would read as CRLF).
 fn representable(version: Version, command: Command, name: &str, value: &str) -> (String, String) {
     let escaped = version != Version::V1_0
-        && !matches!(command, Command::Connect | Command::Stomp | Command::Connected);
+        && !matches!(
+            command,
+            Command::Connect | Command::Stomp | Command::Connected
+        );
     let (mut name, mut value) = (name.to_owned(), value.to_owned());
     if !escaped {
         name.retain(|c| !matches!(c, ':' | '\n' | '\r'));
@@ -73,10 +76,7 @@ fn case() -> impl Strategy<Value = Case> {
     let frame = (
         0..COMMANDS.len(),
         proptest::collection::vec((text(), text()), 0..6),
-        proptest::collection::vec(
-            prop_oneof![Just(0u8), Just(b'\n'), any::<u8>()],
-            0..40,
-        ),
+        proptest::collection::vec(prop_oneof![Just(0u8), Just(b'\n'), any::<u8>()], 0..40),
         proptest::collection::vec(prop_oneof![Just(&b"\n"[..]), Just(&b"\r\n"[..])], 0..3),
     );
     (
