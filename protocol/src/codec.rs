@@ -1,4 +1,12 @@
 //! The resumable STOMP codec.
+//!
+//! The decoder is a small state machine over the frame at the head of the read buffer:
+//! `Idle` (EOLs here are heart-beats) -> `Command` -> `Headers` -> `Body`. Between calls it keeps
+//! the scan position, the parsed command, header ranges and the content-length, so a frame that
+//! arrives one byte at a time is still examined once (`bytes_examined` lets tests prove it). Every
+//! limit is checked as soon as the bytes that break it are buffered, and a known content-length is
+//! checked against the limits before any of the body arrives. Only a complete frame is split off
+//! the buffer, frozen once, and sliced into zero-copy header and body `Bytes`.
 
 use crate::{encode_frame, ByteStr, Command, DecodeError, Frame, Version};
 use bytes::BytesMut;
@@ -221,8 +229,13 @@ impl StompCodec {
             }
         };
         let (name, value) = (start..start + colon, start + colon + 1..end);
-        let name_part = self.part(buf, name.start, name.end)?;
-        let value_part = self.part(buf, value.start, value.end)?;
+        // One scan of the whole line decides whether either half needs unescaping.
+        let unescape = match self.st.unescape {
+            Some(v) if memchr::memchr(b'\\', line).is_some() => Some(v),
+            _ => None,
+        };
+        let name_part = part(buf, name.start, name.end, unescape)?;
+        let value_part = part(buf, value.start, value.end, unescape)?;
         if self.st.content_length.is_none() && buf.get(name) == Some(b"content-length".as_slice()) {
             let raw = buf.get(value).unwrap_or_default();
             let n = parse_length(raw).ok_or_else(|| {
@@ -238,15 +251,6 @@ impl StompCodec {
         }
         self.st.headers.push((name_part, value_part));
         Ok(())
-    }
-
-    /// A header name or value, unescaped now (once) if this frame uses escapes.
-    fn part(&self, buf: &[u8], start: usize, end: usize) -> Result<Part, DecodeError> {
-        let raw = buf.get(start..end).unwrap_or_default();
-        match self.st.unescape {
-            Some(v) if memchr::memchr(b'\\', raw).is_some() => Ok(Part::Owned(unescape(raw, v)?)),
-            _ => Ok(Part::Range(start, end)),
-        }
     }
 
     fn decode_inner(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, DecodeError> {
@@ -378,6 +382,16 @@ impl State {
             headers: std::mem::take(&mut self.headers),
             ..State::default()
         };
+    }
+}
+
+/// A header name or value, unescaped now (once) if the line has escapes; otherwise a range that
+/// becomes a zero-copy slice when the frame is complete.
+fn part(buf: &[u8], start: usize, end: usize, v: Option<Version>) -> Result<Part, DecodeError> {
+    let raw = buf.get(start..end).unwrap_or_default();
+    match v {
+        Some(v) if memchr::memchr(b'\\', raw).is_some() => Ok(Part::Owned(unescape(raw, v)?)),
+        _ => Ok(Part::Range(start, end)),
     }
 }
 
