@@ -139,6 +139,8 @@ struct Session {
     scratch_id: String,
     scratch_ack: String,
     scratch_count: String,
+    /// Set when heart-beat intervals change (CONNECT), so the timer stops waiting for the connect deadline.
+    rearm_timer: bool,
 }
 
 impl Session {
@@ -179,6 +181,7 @@ impl Session {
             scratch_id: String::new(),
             scratch_ack: String::new(),
             scratch_count: String::new(),
+            rearm_timer: false,
         }
     }
 
@@ -233,6 +236,9 @@ impl Session {
                                     self.push_error(err);
                                     break End::Graceful;
                                 }
+                            }
+                            if std::mem::take(&mut self.rearm_timer) {
+                                timer.as_mut().reset(self.next_timer(Instant::now(), write_timeout));
                             }
                             if self.rbuf.capacity() - self.rbuf.len() < 1024 {
                                 self.rbuf.reserve(READ_CHUNK);
@@ -387,6 +393,7 @@ impl Session {
         self.expect_every = expect.map(|d| d.max(min));
         self.version = Some(version);
         self.codec.set_version(version);
+        self.rearm_timer = true;
 
         let session = format!("stompd-{}", self.id);
         let server = format!("{}/{}", self.config.server.name, env!("CARGO_PKG_VERSION"));

@@ -358,7 +358,7 @@ impl QueueState {
         use stompd_config::NackPolicy;
         let mut found = 0;
         for &seq in seqs {
-            if !self.in_flight.get(&seq).is_some_and(|f| f.consumer == consumer) {
+            if self.in_flight.get(&seq).is_none_or(|f| f.consumer != consumer) {
                 continue;
             }
             let Some(f) = self.take_in_flight(seq) else { continue };
