@@ -141,7 +141,11 @@ impl Broker {
                 None => self.create_queue(destination, name, principal)?,
             };
             if !queue.allows(principal, intent) {
-                let verb = if intent == Intent::Read { "read from" } else { "write to" };
+                let verb = if intent == Intent::Read {
+                    "read from"
+                } else {
+                    "write to"
+                };
                 return Err(ClientError::new(
                     "access-denied",
                     format!("{} may not {verb} {destination}", principal.name),
@@ -154,7 +158,9 @@ impl Broker {
             if let Some(t) = self.topics.read().get(destination) {
                 return Ok(Destination::Topic(t.clone()));
             }
-            return self.create_topic(destination, name, principal).map(Destination::Topic);
+            return self
+                .create_topic(destination, name, principal)
+                .map(Destination::Topic);
         }
         if let Some(name) = destination.strip_prefix(TEMP_QUEUE_PREFIX) {
             check_name(destination, name)?;
@@ -163,10 +169,16 @@ impl Broker {
             }
             // Only the owner creates its temporary queues, under the name `temp_name` gave it.
             return match temp_owner(name) {
-                Some(owner) if owner == session => Ok(Destination::Queue(self.create_temp_queue(destination, name, session))),
+                Some(owner) if owner == session => Ok(Destination::Queue(self.create_temp_queue(
+                    destination,
+                    name,
+                    session,
+                ))),
                 Some(_) => Err(ClientError::new(
                     "unknown-destination",
-                    format!("temporary queue {destination} does not exist (its connection has closed)"),
+                    format!(
+                        "temporary queue {destination} does not exist (its connection has closed)"
+                    ),
                 )),
                 None => Err(ClientError::new(
                     "bad-destination",
@@ -182,12 +194,19 @@ impl Broker {
         ))
     }
 
-    fn create_queue(&self, destination: &str, name: &str, principal: &Principal) -> Result<Arc<Queue>, ClientError> {
+    fn create_queue(
+        &self,
+        destination: &str,
+        name: &str,
+        principal: &Principal,
+    ) -> Result<Arc<Queue>, ClientError> {
         let config = self.config();
         let Some(rule) = config.auto_create_rule(destination) else {
             return Err(ClientError::new(
                 "unknown-destination",
-                format!("queue {destination} is not defined and no auto_create rule allows creating it"),
+                format!(
+                    "queue {destination} is not defined and no auto_create rule allows creating it"
+                ),
             ));
         };
         if !rule.who.iter().any(|w| principal.matches(w)) {
@@ -196,24 +215,37 @@ impl Broker {
                 format!("{} may not create {destination}", principal.name),
             ));
         }
-        let policy = config.resolve_queue(name).unwrap_or_else(|| config.auto_queue_policy(rule));
+        let policy = config
+            .resolve_queue(name)
+            .unwrap_or_else(|| config.auto_queue_policy(rule));
         let mut queues = self.queues.write();
         let queue = queues
             .entry(destination.to_owned())
             .or_insert_with(|| {
-                tracing::info!(destination, persistent = policy.persistent, "queue created on first use");
+                tracing::info!(
+                    destination,
+                    persistent = policy.persistent,
+                    "queue created on first use"
+                );
                 Queue::new(name.to_owned(), ByteStr::from(destination), policy, None)
             })
             .clone();
         Ok(queue)
     }
 
-    fn create_topic(&self, destination: &str, name: &str, principal: &Principal) -> Result<Arc<Topic>, ClientError> {
+    fn create_topic(
+        &self,
+        destination: &str,
+        name: &str,
+        principal: &Principal,
+    ) -> Result<Arc<Topic>, ClientError> {
         let config = self.config();
         let Some(rule) = config.auto_create_rule(destination) else {
             return Err(ClientError::new(
                 "unknown-destination",
-                format!("topic {destination} is not defined and no auto_create rule allows creating it"),
+                format!(
+                    "topic {destination} is not defined and no auto_create rule allows creating it"
+                ),
             ));
         };
         if !rule.who.iter().any(|w| principal.matches(w)) {
@@ -245,7 +277,14 @@ impl Broker {
         self.queues
             .write()
             .entry(destination.to_owned())
-            .or_insert_with(|| Queue::new(name.to_owned(), ByteStr::from(destination), policy, Some(session)))
+            .or_insert_with(|| {
+                Queue::new(
+                    name.to_owned(),
+                    ByteStr::from(destination),
+                    policy,
+                    Some(session),
+                )
+            })
             .clone()
     }
 
@@ -305,10 +344,15 @@ impl QueueHost for Broker {
             .and_then(|dest| {
                 let q = self.queue(&dest).or_else(|| {
                     let name = dest.strip_prefix(QUEUE_PREFIX)?.to_owned();
-                    self.create_queue(&dest, &name, &Principal::anonymous()).ok()
+                    self.create_queue(&dest, &name, &Principal::anonymous())
+                        .ok()
                 });
                 if q.is_none() {
-                    tracing::warn!(queue = from.name(), dead_letter = dest, "dead-letter queue cannot be created");
+                    tracing::warn!(
+                        queue = from.name(),
+                        dead_letter = dest,
+                        "dead-letter queue cannot be created"
+                    );
                 }
                 q
             });
@@ -316,14 +360,22 @@ impl QueueHost for Broker {
         for d in dead {
             let seq = d.entry.seq;
             let Some(dlq) = &target else {
-                tracing::info!(queue = from.name(), seq, reason = d.reason.as_str(), "message dropped (no dead-letter queue)");
+                tracing::info!(
+                    queue = from.name(),
+                    seq,
+                    reason = d.reason.as_str(),
+                    "message dropped (no dead-letter queue)"
+                );
                 continue;
             };
             let original = &d.entry.msg;
             let mut headers = original.headers.clone();
             let extra: [(&str, String); 6] = [
                 ("original-destination", from.destination().to_string()),
-                ("original-message-id", format!("{}@{}", from.destination(), seq)),
+                (
+                    "original-message-id",
+                    format!("{}@{}", from.destination(), seq),
+                ),
                 ("dead-letter-reason", d.reason.as_str().to_owned()),
                 ("dead-letter-redeliveries", d.entry.redeliveries.to_string()),
                 ("dead-letter-timestamp", now.to_string()),

@@ -112,7 +112,8 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(v).context("invalid RUST_LOG")?,
-        _ => EnvFilter::try_new(&config.log.level).with_context(|| format!("invalid log level {:?}", config.log.level))?,
+        _ => EnvFilter::try_new(&config.log.level)
+            .with_context(|| format!("invalid log level {:?}", config.log.level))?,
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

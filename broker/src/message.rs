@@ -119,7 +119,11 @@ fn parse_priority(value: &str) -> Result<u8, HeaderError> {
 /// Expiry from the SEND's headers, in precedence order: `expires` (absolute epoch ms, ActiveMQ/JMS;
 /// 0 means never), then `expiration` (relative ms, RabbitMQ), then `ttl` (relative ms); otherwise
 /// the destination's default TTL.
-fn expiry(frame: &Frame, default_ttl_ms: Option<u64>, now_ms: u64) -> Result<Option<u64>, HeaderError> {
+fn expiry(
+    frame: &Frame,
+    default_ttl_ms: Option<u64>,
+    now_ms: u64,
+) -> Result<Option<u64>, HeaderError> {
     if let Some(v) = frame.get("expires") {
         let at = parse_ms("expires", v)?;
         return Ok((at != 0).then_some(at));
@@ -179,22 +183,41 @@ mod tests {
 
     #[test]
     fn priority_header_wins_over_default_and_is_range_checked() {
-        let m = Message::from_send(send(&[("priority", "9")]), "/queue/a".into(), 4, None, 0).unwrap();
+        let m =
+            Message::from_send(send(&[("priority", "9")]), "/queue/a".into(), 4, None, 0).unwrap();
         assert_eq!(m.priority, 9);
         let m = Message::from_send(send(&[]), "/queue/a".into(), 2, None, 0).unwrap();
         assert_eq!(m.priority, 2);
-        assert!(Message::from_send(send(&[("priority", "10")]), "/queue/a".into(), 4, None, 0).is_err());
-        assert!(Message::from_send(send(&[("priority", "x")]), "/queue/a".into(), 4, None, 0).is_err());
+        assert!(
+            Message::from_send(send(&[("priority", "10")]), "/queue/a".into(), 4, None, 0).is_err()
+        );
+        assert!(
+            Message::from_send(send(&[("priority", "x")]), "/queue/a".into(), 4, None, 0).is_err()
+        );
     }
 
     #[test]
     fn expiry_precedence_expires_then_expiration_then_ttl_then_default() {
         let d: ByteStr = "/queue/a".into();
-        let m = Message::from_send(send(&[("expires", "5000"), ("ttl", "1")]), d.clone(), 4, Some(9), 1000).unwrap();
+        let m = Message::from_send(
+            send(&[("expires", "5000"), ("ttl", "1")]),
+            d.clone(),
+            4,
+            Some(9),
+            1000,
+        )
+        .unwrap();
         assert_eq!(m.expires_at_ms, Some(5000));
         let m = Message::from_send(send(&[("expires", "0")]), d.clone(), 4, Some(9), 1000).unwrap();
         assert_eq!(m.expires_at_ms, None);
-        let m = Message::from_send(send(&[("expiration", "250"), ("ttl", "1")]), d.clone(), 4, None, 1000).unwrap();
+        let m = Message::from_send(
+            send(&[("expiration", "250"), ("ttl", "1")]),
+            d.clone(),
+            4,
+            None,
+            1000,
+        )
+        .unwrap();
         assert_eq!(m.expires_at_ms, Some(1250));
         let m = Message::from_send(send(&[("ttl", "7")]), d.clone(), 4, None, 1000).unwrap();
         assert_eq!(m.expires_at_ms, Some(1007));

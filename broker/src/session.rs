@@ -17,8 +17,8 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use stompd_config::{Acknowledgement, Config};
 use stompd_protocol::{
-    encode_frame, negotiate_heartbeat, negotiate_version, AckMode, ByteStr, ClientFrame, Command, Frame, HeartBeat,
-    Inbound, Limits, StompCodec, Version,
+    encode_frame, negotiate_heartbeat, negotiate_version, AckMode, ByteStr, ClientFrame, Command,
+    Frame, HeartBeat, Inbound, Limits, StompCodec, Version,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -36,10 +36,20 @@ use crate::topic::Topic;
 /// What queues and topics hand a session.
 #[derive(Debug)]
 pub enum SessionEvent {
-    Deliver { consumer: ConsumerId, delivery: Delivery },
-    TopicMessage { consumer: ConsumerId, seq: u64, msg: SharedMessage },
+    Deliver {
+        consumer: ConsumerId,
+        delivery: Delivery,
+    },
+    TopicMessage {
+        consumer: ConsumerId,
+        seq: u64,
+        msg: SharedMessage,
+    },
     /// The subscription ended on the broker's side (queue deleted, slow topic subscriber).
-    Cancelled { consumer: ConsumerId, reason: &'static str },
+    Cancelled {
+        consumer: ConsumerId,
+        reason: &'static str,
+    },
 }
 
 /// A session's inbox. Unbounded as a channel, bounded by the credit each queue grants and the
@@ -99,8 +109,16 @@ impl Target {
 }
 
 enum TxOp {
-    Send { destination: ByteStr, frame: Frame },
-    Ack { id: ByteStr, subscription: Option<ByteStr>, nack: bool, requeue: bool },
+    Send {
+        destination: ByteStr,
+        frame: Frame,
+    },
+    Ack {
+        id: ByteStr,
+        subscription: Option<ByteStr>,
+        nack: bool,
+        requeue: bool,
+    },
 }
 
 /// Why the loop ended.
@@ -324,7 +342,11 @@ impl Session {
             next = next.min(self.last_write + every);
         }
         if let Some(every) = self.expect_every {
-            next = next.min(self.last_read + every.mul_f64(self.config.heartbeat.grace.max(1.0)) + Duration::from_millis(1));
+            next = next.min(
+                self.last_read
+                    + every.mul_f64(self.config.heartbeat.grace.max(1.0))
+                    + Duration::from_millis(1),
+            );
         }
         if !self.wbuf.is_empty() {
             next = next.min(now + write_timeout.min(Duration::from_secs(1)));
@@ -353,9 +375,13 @@ impl Session {
         let Some(version) = self.version else {
             return self.on_connect(frame).map(|()| true);
         };
+        // NACK's `requeue:false` (RabbitMQ) asks for dead-lettering instead of redelivery.
+        let requeue = !frame
+            .get("requeue")
+            .is_some_and(|v| v.eq_ignore_ascii_case("false"));
         let frame = ClientFrame::from_frame(frame, version)
             .map_err(|e| ClientError::from(e).with_receipt(receipt.as_ref()))?;
-        self.on_client_frame(frame)
+        self.on_client_frame(frame, requeue)
             .map_err(|e| e.with_receipt(receipt.as_ref()))
     }
 
@@ -363,7 +389,10 @@ impl Session {
         if !matches!(frame.command, Command::Connect | Command::Stomp) {
             return Err(ClientError::new(
                 "not-connected",
-                format!("expected CONNECT or STOMP as the first frame, got {}", frame.command.as_str()),
+                format!(
+                    "expected CONNECT or STOMP as the first frame, got {}",
+                    frame.command.as_str()
+                ),
             ));
         }
         let version = negotiate_version(frame.get("accept-version"), &Version::ALL).ok_or_else(|| {
@@ -373,7 +402,10 @@ impl Session {
             )
         })?;
         // Check the handshake with the negotiated version's rules.
-        let ClientFrame::Connect { login, heart_beat, .. } = ClientFrame::from_frame(frame, version)? else {
+        let ClientFrame::Connect {
+            login, heart_beat, ..
+        } = ClientFrame::from_frame(frame, version)?
+        else {
             return Err(ClientError::new("bad-frame", "malformed CONNECT frame"));
         };
         self.authenticate(login.as_ref().map(ByteStr::as_str))?;
@@ -398,7 +430,11 @@ impl Session {
         let session = format!("stompd-{}", self.id);
         let server = format!("{}/{}", self.config.server.name, env!("CARGO_PKG_VERSION"));
         let heart_beat = format!("{},{}", ours.cx, ours.cy);
-        let mut headers: Vec<(&str, &str)> = vec![("version", version.as_str()), ("server", &server), ("session", &session)];
+        let mut headers: Vec<(&str, &str)> = vec![
+            ("version", version.as_str()),
+            ("server", &server),
+            ("session", &session),
+        ];
         if version != Version::V1_0 {
             headers.push(("heart-beat", &heart_beat));
         }
@@ -432,10 +468,13 @@ impl Session {
         Ok(())
     }
 
-    fn on_client_frame(&mut self, frame: ClientFrame) -> Result<bool, ClientError> {
+    fn on_client_frame(&mut self, frame: ClientFrame, requeue: bool) -> Result<bool, ClientError> {
         match frame {
             ClientFrame::Connect { .. } => {
-                return Err(ClientError::new("already-connected", "CONNECT received on a connected session"));
+                return Err(ClientError::new(
+                    "already-connected",
+                    "CONNECT received on a connected session",
+                ));
             }
             ClientFrame::Send {
                 destination,
@@ -471,7 +510,10 @@ impl Session {
             }
             ClientFrame::Unsubscribe { id, receipt } => {
                 let Some(consumer) = self.subs_by_id.remove(&id) else {
-                    return Err(ClientError::new("unknown-subscription", format!("no subscription with id {id}")));
+                    return Err(ClientError::new(
+                        "unknown-subscription",
+                        format!("no subscription with id {id}"),
+                    ));
                 };
                 self.unsubscribe(consumer);
                 self.receipt(receipt);
@@ -491,12 +533,13 @@ impl Session {
                 transaction,
                 receipt,
             } => {
-                // The frame is gone by now; `requeue:false` was read by ClientFrame? No: NACK keeps
-                // only its ids, so requeue is decided by the queue's policy here.
-                self.ack_or_nack(id, subscription, transaction, true, true)?;
+                self.ack_or_nack(id, subscription, transaction, true, requeue)?;
                 self.receipt(receipt);
             }
-            ClientFrame::Begin { transaction, receipt } => {
+            ClientFrame::Begin {
+                transaction,
+                receipt,
+            } => {
                 if self.txs.contains_key(&transaction) {
                     return Err(ClientError::new(
                         "duplicate-transaction",
@@ -513,14 +556,20 @@ impl Session {
                 self.txs.insert(transaction, Vec::new());
                 self.receipt(receipt);
             }
-            ClientFrame::Commit { transaction, receipt } => {
+            ClientFrame::Commit {
+                transaction,
+                receipt,
+            } => {
                 let Some(ops) = self.txs.remove(&transaction) else {
                     return Err(unknown_tx(&transaction));
                 };
                 self.commit(ops)?;
                 self.receipt(receipt);
             }
-            ClientFrame::Abort { transaction, receipt } => {
+            ClientFrame::Abort {
+                transaction,
+                receipt,
+            } => {
                 if self.txs.remove(&transaction).is_none() {
                     return Err(unknown_tx(&transaction));
                 }
@@ -573,7 +622,9 @@ impl Session {
 
     fn resolve_send(&self, destination: &str) -> Result<(String, Destination), ClientError> {
         let dest = temp_name(destination, self.id).unwrap_or_else(|| destination.to_owned());
-        let target = self.broker.resolve(&dest, &self.principal, Intent::Write, self.id)?;
+        let target = self
+            .broker
+            .resolve(&dest, &self.principal, Intent::Write, self.id)?;
         Ok((dest, target))
     }
 
@@ -582,7 +633,12 @@ impl Session {
         self.deliver_send(&dest, target, frame)
     }
 
-    fn deliver_send(&mut self, dest: &str, target: Destination, mut frame: Frame) -> Result<(), ClientError> {
+    fn deliver_send(
+        &mut self,
+        dest: &str,
+        target: Destination,
+        mut frame: Frame,
+    ) -> Result<(), ClientError> {
         // A reply-to naming our own temporary queue is rewritten to its broker-wide name so
         // whoever answers reaches it.
         for (name, value) in frame.headers.iter_mut() {
@@ -598,17 +654,30 @@ impl Session {
             Destination::Queue(q) => {
                 let (priority, ttl) = q.message_defaults();
                 let msg = Message::from_send(frame, q.destination().clone(), priority, ttl, now)?;
-                q.send(&*self.broker, msg).map_err(|e| ClientError::enqueue(dest, e))?;
+                q.send(&*self.broker, msg)
+                    .map_err(|e| ClientError::enqueue(dest, e))?;
             }
             Destination::Topic(t) => {
-                let msg = Message::from_send(frame, t.destination().clone(), crate::message::DEFAULT_PRIORITY, None, now)?;
+                let msg = Message::from_send(
+                    frame,
+                    t.destination().clone(),
+                    crate::message::DEFAULT_PRIORITY,
+                    None,
+                    now,
+                )?;
                 t.publish(Arc::new(msg));
             }
         }
         Ok(())
     }
 
-    fn subscribe(&mut self, id: ByteStr, destination: &str, ack: AckMode, frame: &Frame) -> Result<(), ClientError> {
+    fn subscribe(
+        &mut self,
+        id: ByteStr,
+        destination: &str,
+        ack: AckMode,
+        frame: &Frame,
+    ) -> Result<(), ClientError> {
         if self.subs_by_id.contains_key(&id) {
             return Err(ClientError::new(
                 "duplicate-subscription",
@@ -626,7 +695,9 @@ impl Session {
             Some(_) => temp_name(destination, self.id).unwrap_or_else(|| destination.to_owned()),
             None => destination.to_owned(),
         };
-        let target = self.broker.resolve(&dest, &self.principal, Intent::Read, self.id)?;
+        let target = self
+            .broker
+            .resolve(&dest, &self.principal, Intent::Read, self.id)?;
         let consumer = self.broker.next_id();
         let max_unacked = self.config.limits.max_unacked.max(1);
         match target {
@@ -642,12 +713,17 @@ impl Session {
                     Acknowledgement::Auto => AckMode::Auto,
                     _ => ack,
                 };
-                if frame.get("browser").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+                if frame
+                    .get("browser")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+                {
                     return self.browse(&id, &q, max_unacked as usize);
                 }
                 let window = match ack {
                     AckMode::Auto => AUTO_WINDOW,
-                    _ => prefetch(frame)?.unwrap_or_else(|| q.prefetch()).clamp(1, max_unacked),
+                    _ => prefetch(frame)?
+                        .unwrap_or_else(|| q.prefetch())
+                        .clamp(1, max_unacked),
                 };
                 self.subs.insert(
                     consumer,
@@ -660,7 +736,14 @@ impl Session {
                     },
                 );
                 self.subs_by_id.insert(id, consumer);
-                q.subscribe(&*self.broker, ConsumerSpec { id: consumer, window }, self.tx.clone());
+                q.subscribe(
+                    &*self.broker,
+                    ConsumerSpec {
+                        id: consumer,
+                        window,
+                    },
+                    self.tx.clone(),
+                );
             }
             Destination::Topic(t) => {
                 let pending = Arc::new(AtomicU32::new(0));
@@ -688,7 +771,16 @@ impl Session {
         for d in q.browse(limit) {
             self.scratch_id.clear();
             let _ = write!(self.scratch_id, "{}@{}", q.destination(), d.seq);
-            encode_message(&mut self.wbuf, version, q.destination(), &self.scratch_id, id, None, &d, None);
+            encode_message(
+                &mut self.wbuf,
+                version,
+                q.destination(),
+                &self.scratch_id,
+                id,
+                None,
+                &d,
+                None,
+            );
         }
         encode_frame(
             &mut self.wbuf,
@@ -707,7 +799,9 @@ impl Session {
     }
 
     fn unsubscribe(&mut self, consumer: ConsumerId) {
-        let Some(sub) = self.subs.remove(&consumer) else { return };
+        let Some(sub) = self.subs.remove(&consumer) else {
+            return;
+        };
         for (tag, _) in &sub.unacked {
             self.ack_tags.remove(tag);
         }
@@ -751,8 +845,17 @@ impl Session {
 
     /// Finds the subscription and the index in its `unacked` list an ACK/NACK id refers to.
     /// Ok(None): a topic message, whose acknowledgement changes nothing.
-    fn find_acked(&self, id: &ByteStr, subscription: Option<&ByteStr>) -> Result<Option<(ConsumerId, usize)>, ClientError> {
-        let unknown = || ClientError::new("unknown-ack", format!("no unacknowledged message with id {id}"));
+    fn find_acked(
+        &self,
+        id: &ByteStr,
+        subscription: Option<&ByteStr>,
+    ) -> Result<Option<(ConsumerId, usize)>, ClientError> {
+        let unknown = || {
+            ClientError::new(
+                "unknown-ack",
+                format!("no unacknowledged message with id {id}"),
+            )
+        };
         let version = self.version.unwrap_or(Version::V1_2);
         if version == Version::V1_2 {
             if id.as_str().starts_with('t') {
@@ -761,7 +864,11 @@ impl Session {
             let tag: u64 = id.as_str().parse().map_err(|_| unknown())?;
             let consumer = *self.ack_tags.get(&tag).ok_or_else(unknown)?;
             let sub = self.subs.get(&consumer).ok_or_else(unknown)?;
-            let pos = sub.unacked.iter().position(|(t, _)| *t == tag).ok_or_else(unknown)?;
+            let pos = sub
+                .unacked
+                .iter()
+                .position(|(t, _)| *t == tag)
+                .ok_or_else(unknown)?;
             return Ok(Some((consumer, pos)));
         }
         // 1.0 and 1.1 acknowledge by message-id (`destination@seq`), 1.1 also names the subscription.
@@ -772,7 +879,9 @@ impl Session {
             None => self.subs.keys().copied().collect(),
         };
         for consumer in candidates {
-            let Some(sub) = self.subs.get(&consumer) else { continue };
+            let Some(sub) = self.subs.get(&consumer) else {
+                continue;
+            };
             if sub.target.destination().as_str() != dest {
                 continue;
             }
@@ -786,17 +895,27 @@ impl Session {
         Err(unknown())
     }
 
-    fn settle_ack(&mut self, id: ByteStr, subscription: Option<ByteStr>, nack: bool, requeue: bool) -> Result<(), ClientError> {
+    fn settle_ack(
+        &mut self,
+        id: ByteStr,
+        subscription: Option<ByteStr>,
+        nack: bool,
+        requeue: bool,
+    ) -> Result<(), ClientError> {
         let Some((consumer, pos)) = self.find_acked(&id, subscription.as_ref())? else {
             return Ok(());
         };
-        let Some(sub) = self.subs.get_mut(&consumer) else { return Ok(()) };
+        let Some(sub) = self.subs.get_mut(&consumer) else {
+            return Ok(());
+        };
         // `client` mode is cumulative: the message and every earlier one of the subscription.
         let taken: Vec<(u64, u64)> = match sub.ack {
             AckMode::Client => sub.unacked.drain(..=pos).collect(),
             _ => sub.unacked.remove(pos).into_iter().collect(),
         };
-        let Target::Queue(q) = sub.target.clone() else { return Ok(()) };
+        let Target::Queue(q) = sub.target.clone() else {
+            return Ok(());
+        };
         let seqs: Vec<u64> = taken
             .iter()
             .map(|(tag, seq)| {
@@ -818,8 +937,12 @@ impl Session {
         match ev {
             SessionEvent::Deliver { consumer, delivery } => {
                 // Unsubscribed meanwhile: the queue already took the message back.
-                let Some(sub) = self.subs.get_mut(&consumer) else { return };
-                let Target::Queue(q) = &sub.target else { return };
+                let Some(sub) = self.subs.get_mut(&consumer) else {
+                    return;
+                };
+                let Target::Queue(q) = &sub.target else {
+                    return;
+                };
                 self.scratch_id.clear();
                 let _ = write!(self.scratch_id, "{}@{}", q.destination(), delivery.seq);
                 let ack = if sub.ack == AckMode::Auto {
@@ -852,15 +975,20 @@ impl Session {
                 );
                 self.appended += (self.wbuf.len() - before) as u64;
                 if sub.ack == AckMode::Auto {
-                    self.unsettled.push_back((self.appended, consumer, delivery.seq));
+                    self.unsettled
+                        .push_back((self.appended, consumer, delivery.seq));
                 }
             }
             SessionEvent::TopicMessage { consumer, seq, msg } => {
-                let Some(sub) = self.subs.get(&consumer) else { return };
+                let Some(sub) = self.subs.get(&consumer) else {
+                    return;
+                };
                 if let Some(p) = &sub.pending {
                     p.fetch_sub(1, Ordering::AcqRel);
                 }
-                let Target::Topic(t) = &sub.target else { return };
+                let Target::Topic(t) = &sub.target else {
+                    return;
+                };
                 self.scratch_id.clear();
                 let _ = write!(self.scratch_id, "{}@{}", t.destination(), seq);
                 let ack = if sub.ack == AckMode::Auto {
@@ -875,11 +1003,22 @@ impl Session {
                     msg,
                     redelivery_count: 0,
                 };
-                encode_message(&mut self.wbuf, version, t.destination(), &self.scratch_id, &sub.client_id, ack, &delivery, None);
+                encode_message(
+                    &mut self.wbuf,
+                    version,
+                    t.destination(),
+                    &self.scratch_id,
+                    &sub.client_id,
+                    ack,
+                    &delivery,
+                    None,
+                );
                 self.appended += (self.wbuf.len() - before) as u64;
             }
             SessionEvent::Cancelled { consumer, reason } => {
-                let Some(sub) = self.subs.remove(&consumer) else { return };
+                let Some(sub) = self.subs.remove(&consumer) else {
+                    return;
+                };
                 self.subs_by_id.remove(&sub.client_id);
                 for (tag, _) in &sub.unacked {
                     self.ack_tags.remove(tag);
@@ -887,12 +1026,20 @@ impl Session {
                 tracing::info!(subscription = %sub.client_id, reason, "subscription cancelled by the broker");
                 // Until the event channel exists, a cancelled subscription is reported as an
                 // ERROR on a connection that then stays open only if the client never relies on it.
-                let message = format!("subscription {} to {} was cancelled: {reason}", sub.client_id, sub.target.destination());
+                let message = format!(
+                    "subscription {} to {} was cancelled: {reason}",
+                    sub.client_id,
+                    sub.target.destination()
+                );
                 encode_frame(
                     &mut self.wbuf,
                     version,
                     Command::Error,
-                    [("message", message.as_str()), ("code", reason), ("subscription", sub.client_id.as_str())],
+                    [
+                        ("message", message.as_str()),
+                        ("code", reason),
+                        ("subscription", sub.client_id.as_str()),
+                    ],
                     b"",
                 );
                 self.appended += (self.wbuf.len() - before) as u64;
@@ -928,14 +1075,21 @@ impl Session {
         if let Some(r) = receipt {
             let version = self.version.unwrap_or(Version::V1_2);
             let before = self.wbuf.len();
-            encode_frame(&mut self.wbuf, version, Command::Receipt, [("receipt-id", r.as_str())], b"");
+            encode_frame(
+                &mut self.wbuf,
+                version,
+                Command::Receipt,
+                [("receipt-id", r.as_str())],
+                b"",
+            );
             self.appended += (self.wbuf.len() - before) as u64;
         }
     }
 
     fn push_error(&mut self, err: ClientError) {
         let version = self.version.unwrap_or(Version::V1_0);
-        let mut headers: Vec<(&str, &str)> = vec![("message", err.message.as_str()), ("code", err.code)];
+        let mut headers: Vec<(&str, &str)> =
+            vec![("message", err.message.as_str()), ("code", err.code)];
         if err.code == "unsupported-version" {
             headers.push(("version", SUPPORTED_VERSIONS));
         }
@@ -944,7 +1098,13 @@ impl Session {
         }
         let body = err.detail.as_deref().unwrap_or("");
         let before = self.wbuf.len();
-        encode_frame(&mut self.wbuf, version, Command::Error, headers, body.as_bytes());
+        encode_frame(
+            &mut self.wbuf,
+            version,
+            Command::Error,
+            headers,
+            body.as_bytes(),
+        );
         self.appended += (self.wbuf.len() - before) as u64;
     }
 
@@ -989,8 +1149,20 @@ fn encode_message(
         .into_iter()
         .chain(ack)
         .chain(redelivered.into_iter().flatten())
-        .chain(delivery.msg.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-    encode_frame(dst, version, Command::Message, headers, delivery.msg.body.chunk());
+        .chain(
+            delivery
+                .msg
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str())),
+        );
+    encode_frame(
+        dst,
+        version,
+        Command::Message,
+        headers,
+        delivery.msg.body.chunk(),
+    );
 }
 
 fn unknown_tx(tx: &ByteStr) -> ClientError {
@@ -1003,7 +1175,10 @@ fn prefetch(frame: &Frame) -> Result<Option<u32>, ClientError> {
     for name in ["prefetch-count", "activemq.prefetchSize"] {
         if let Some(v) = frame.get(name) {
             return v.trim().parse::<u32>().map(Some).map_err(|_| {
-                ClientError::new("bad-header", format!("header `{name}` must be a non-negative integer, got {v:?}"))
+                ClientError::new(
+                    "bad-header",
+                    format!("header `{name}` must be a non-negative integer, got {v:?}"),
+                )
             });
         }
     }

@@ -10,7 +10,10 @@ fn print_config_prints_the_embedded_default_exactly() {
         .output()
         .expect("run stompd");
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), stompd_config::DEFAULT_CONFIG);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        stompd_config::DEFAULT_CONFIG
+    );
 }
 
 #[test]

@@ -18,8 +18,8 @@ use stompd_protocol::ByteStr;
 use crate::message::{now_ms, Message, SharedMessage};
 use crate::session::{SessionEvent, Sink};
 pub use state::{
-    ConsumerId, ConsumerSpec, Counters, DeadLetter, DeadReason, Delivery, Effects, EnqueueError, Limit, QueueState,
-    QueueStats,
+    ConsumerId, ConsumerSpec, Counters, DeadLetter, DeadReason, Delivery, Effects, EnqueueError,
+    Limit, QueueState, QueueStats,
 };
 
 /// Where a queue's dead letters and durable records go; implemented by the broker so a queue
@@ -45,7 +45,12 @@ struct Inner {
 }
 
 impl Queue {
-    pub fn new(name: String, destination: ByteStr, policy: QueuePolicy, owner: Option<u64>) -> Arc<Queue> {
+    pub fn new(
+        name: String,
+        destination: ByteStr,
+        policy: QueuePolicy,
+        owner: Option<u64>,
+    ) -> Arc<Queue> {
         Arc::new(Queue {
             name,
             destination,
@@ -77,7 +82,10 @@ impl Queue {
     pub fn message_defaults(&self) -> (u8, Option<u64>) {
         let inner = self.inner.lock();
         let p = inner.state.policy();
-        (p.default_priority, p.default_ttl.map(|d| d.as_millis() as u64))
+        (
+            p.default_priority,
+            p.default_ttl.map(|d| d.as_millis() as u64),
+        )
     }
 
     pub fn acknowledgement(&self) -> stompd_config::Acknowledgement {
@@ -89,14 +97,19 @@ impl Queue {
     }
 
     /// Checks the queue's own read/write lists for `principal`.
-    pub fn allows(&self, principal: &crate::broker::Principal, intent: crate::broker::Intent) -> bool {
+    pub fn allows(
+        &self,
+        principal: &crate::broker::Principal,
+        intent: crate::broker::Intent,
+    ) -> bool {
         let inner = self.inner.lock();
         let p = inner.state.policy();
         let list = match intent {
             crate::broker::Intent::Read => &p.read,
             crate::broker::Intent::Write => &p.write,
         };
-        list.as_ref().is_none_or(|l| l.iter().any(|e| principal.matches(e)))
+        list.as_ref()
+            .is_none_or(|l| l.iter().any(|e| principal.matches(e)))
     }
 
     pub fn stats(&self) -> QueueStats {
@@ -112,7 +125,11 @@ impl Queue {
         self.send_shared(host, Arc::new(msg))
     }
 
-    pub fn send_shared(&self, host: &dyn QueueHost, msg: SharedMessage) -> Result<u64, EnqueueError> {
+    pub fn send_shared(
+        &self,
+        host: &dyn QueueHost,
+        msg: SharedMessage,
+    ) -> Result<u64, EnqueueError> {
         let mut fx = Effects::default();
         let seq = {
             let mut inner = self.inner.lock();
@@ -158,7 +175,13 @@ impl Queue {
         n
     }
 
-    pub fn nack(&self, host: &dyn QueueHost, consumer: ConsumerId, seqs: &[u64], requeue: bool) -> usize {
+    pub fn nack(
+        &self,
+        host: &dyn QueueHost,
+        consumer: ConsumerId,
+        seqs: &[u64],
+        requeue: bool,
+    ) -> usize {
         let mut fx = Effects::default();
         let n = {
             let mut inner = self.inner.lock();
@@ -220,7 +243,10 @@ impl Queue {
     pub fn cancel_consumers(&self, reason: &'static str) {
         let inner = self.inner.lock();
         for (id, sink) in &inner.sinks {
-            let _ = sink.send(SessionEvent::Cancelled { consumer: *id, reason });
+            let _ = sink.send(SessionEvent::Cancelled {
+                consumer: *id,
+                reason,
+            });
         }
     }
 
@@ -241,7 +267,11 @@ impl Inner {
                         // The session ended between its last frame and its unsubscribe: the queue
                         // gets the message back when that unsubscribe arrives.
                         if let SessionEvent::Deliver { delivery, .. } = err.0 {
-                            tracing::debug!(queue, seq = delivery.seq, "delivery to a closed session");
+                            tracing::debug!(
+                                queue,
+                                seq = delivery.seq,
+                                "delivery to a closed session"
+                            );
                         }
                     }
                 }

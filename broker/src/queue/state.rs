@@ -84,7 +84,10 @@ pub struct Effects {
 
 impl Effects {
     pub fn is_empty(&self) -> bool {
-        self.deliveries.is_empty() && self.dead.is_empty() && self.removed.is_empty() && self.redelivered.is_empty()
+        self.deliveries.is_empty()
+            && self.dead.is_empty()
+            && self.removed.is_empty()
+            && self.redelivered.is_empty()
     }
 }
 
@@ -259,7 +262,12 @@ impl QueueState {
     }
 
     /// Accepts a message: limits and overflow policy, then delivery to consumers with credit.
-    pub fn enqueue(&mut self, msg: SharedMessage, now_ms: u64, fx: &mut Effects) -> Result<u64, EnqueueError> {
+    pub fn enqueue(
+        &mut self,
+        msg: SharedMessage,
+        now_ms: u64,
+        fx: &mut Effects,
+    ) -> Result<u64, EnqueueError> {
         let size = msg.size();
         self.admit(size)?;
         if self.policy.overflow == Overflow::DropOldest {
@@ -329,10 +337,20 @@ impl QueueState {
     }
 
     /// Acknowledges messages handed to `consumer`. Returns how many were found in flight to it.
-    pub fn ack(&mut self, consumer: ConsumerId, seqs: &[u64], now_ms: u64, fx: &mut Effects) -> usize {
+    pub fn ack(
+        &mut self,
+        consumer: ConsumerId,
+        seqs: &[u64],
+        now_ms: u64,
+        fx: &mut Effects,
+    ) -> usize {
         let mut found = 0;
         for &seq in seqs {
-            if self.in_flight.get(&seq).is_some_and(|f| f.consumer == consumer) {
+            if self
+                .in_flight
+                .get(&seq)
+                .is_some_and(|f| f.consumer == consumer)
+            {
                 self.take_in_flight(seq);
                 self.counters.acked += 1;
                 fx.removed.push(seq);
@@ -358,12 +376,22 @@ impl QueueState {
         use stompd_config::NackPolicy;
         let mut found = 0;
         for &seq in seqs {
-            if self.in_flight.get(&seq).is_none_or(|f| f.consumer != consumer) {
+            if self
+                .in_flight
+                .get(&seq)
+                .is_none_or(|f| f.consumer != consumer)
+            {
                 continue;
             }
-            let Some(f) = self.take_in_flight(seq) else { continue };
+            let Some(f) = self.take_in_flight(seq) else {
+                continue;
+            };
             found += 1;
-            let policy = if requeue { self.policy.nack } else { NackPolicy::DeadLetter };
+            let policy = if requeue {
+                self.policy.nack
+            } else {
+                NackPolicy::DeadLetter
+            };
             match policy {
                 NackPolicy::Requeue => self.requeue(f.entry, now_ms, fx),
                 NackPolicy::DeadLetter => self.dead_letter(f.entry, DeadReason::Nack, fx),
@@ -470,8 +498,12 @@ impl QueueState {
             return;
         }
         while self.ready_count > 0 {
-            let Some(ci) = self.next_consumer_with_credit() else { break };
-            let Some(entry) = self.pop_ready(now_ms, fx) else { break };
+            let Some(ci) = self.next_consumer_with_credit() else {
+                break;
+            };
+            let Some(entry) = self.pop_ready(now_ms, fx) else {
+                break;
+            };
             let consumer = &mut self.consumers[ci];
             consumer.in_flight += 1;
             let id = consumer.spec.id;
@@ -483,7 +515,13 @@ impl QueueState {
                 redelivery_count: entry.redeliveries,
             };
             self.in_flight_bytes += entry.msg.size();
-            self.in_flight.insert(entry.seq, InFlight { entry, consumer: id });
+            self.in_flight.insert(
+                entry.seq,
+                InFlight {
+                    entry,
+                    consumer: id,
+                },
+            );
             fx.deliveries.push((id, delivery));
         }
     }
@@ -597,7 +635,10 @@ mod tests {
 
     fn policy() -> QueuePolicy {
         let cfg = Config::embedded();
-        let rule = cfg.auto_create_rule("/queue/t").expect("default config auto-creates queues").clone();
+        let rule = cfg
+            .auto_create_rule("/queue/t")
+            .expect("default config auto-creates queues")
+            .clone();
         let mut p = cfg.auto_queue_policy(&rule);
         p.persistent = false;
         p
@@ -667,7 +708,10 @@ mod tests {
         assert_eq!(bodies(&fx), ["2"]);
         assert_eq!(fx.removed, [first]);
         // Unknown or foreign seqs are not acked.
-        assert_eq!(q.ack(2, &[fx.deliveries[0].1.seq], 0, &mut Effects::default()), 0);
+        assert_eq!(
+            q.ack(2, &[fx.deliveries[0].1.seq], 0, &mut Effects::default()),
+            0
+        );
         assert_eq!(q.ack(1, &[999], 0, &mut Effects::default()), 0);
     }
 
@@ -698,7 +742,11 @@ mod tests {
         let mut fx = Effects::default();
         q.add_consumer(consumer(2, 10), 0, &mut fx);
         assert_eq!(bodies(&fx), ["0", "1", "2", "3"]);
-        let counts: Vec<u32> = fx.deliveries.iter().map(|(_, d)| d.redelivery_count).collect();
+        let counts: Vec<u32> = fx
+            .deliveries
+            .iter()
+            .map(|(_, d)| d.redelivery_count)
+            .collect();
         assert_eq!(counts, [1, 1, 0, 0]);
         assert!(fx.deliveries[0].1.redelivered());
     }
@@ -762,7 +810,8 @@ mod tests {
         let mut fx = Effects::default();
         q.enqueue(msg("keep", 9, None), 0, &mut fx).unwrap();
         q.enqueue(msg("old", 0, Some(100)), 0, &mut fx).unwrap();
-        q.enqueue(msg("later", 4, Some(10_000)), 0, &mut fx).unwrap();
+        q.enqueue(msg("later", 4, Some(10_000)), 0, &mut fx)
+            .unwrap();
         assert_eq!(q.next_expiry(), Some(100));
         let mut fx = Effects::default();
         q.expire(150, &mut fx);
@@ -795,7 +844,10 @@ mod tests {
         p.max_bytes = 5;
         let mut q = QueueState::new(p);
         q.enqueue(msg("abc", 4, None), 0, &mut fx).unwrap();
-        assert_eq!(q.enqueue(msg("abc", 4, None), 0, &mut fx), Err(EnqueueError::Full(Limit::Bytes(5))));
+        assert_eq!(
+            q.enqueue(msg("abc", 4, None), 0, &mut fx),
+            Err(EnqueueError::Full(Limit::Bytes(5)))
+        );
         q.enqueue(msg("ab", 4, None), 0, &mut fx).unwrap();
         assert_eq!(q.bytes(), 5);
     }
@@ -823,12 +875,16 @@ mod tests {
         let mut fx = Effects::default();
         q.enqueue(msg("a", 4, None), 0, &mut fx).unwrap();
         q.set_closed(true);
-        assert_eq!(q.enqueue(msg("b", 4, None), 0, &mut fx), Err(EnqueueError::Closed));
+        assert_eq!(
+            q.enqueue(msg("b", 4, None), 0, &mut fx),
+            Err(EnqueueError::Closed)
+        );
         let mut fx = Effects::default();
         q.add_consumer(consumer(1, 10), 0, &mut fx);
         assert_eq!(bodies(&fx), ["a"]);
         q.set_closed(false);
-        q.enqueue(msg("b", 4, None), 0, &mut Effects::default()).unwrap();
+        q.enqueue(msg("b", 4, None), 0, &mut Effects::default())
+            .unwrap();
     }
 
     #[test]
