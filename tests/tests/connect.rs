@@ -186,3 +186,50 @@ fn many_clients_connect_concurrently() {
         h.join().expect("client thread");
     }
 }
+
+#[test]
+fn connections_over_max_connections_are_refused_and_others_keep_working() {
+    let broker = Broker::with_config(&config_with("[server]\nmax_connections = 2\n"));
+    let mut a = Client::connect_v12(broker.addr());
+    let _b = Client::connect_v12(broker.addr());
+    let mut over = Client::connect(broker.addr());
+    // Refused: closed at once, or an ERROR then close; never CONNECTED.
+    over.send(
+        &Frame::new(Command::Connect)
+            .with_header("accept-version", "1.2")
+            .with_header("host", "localhost"),
+    );
+    if let Some(f) = over.recv(TIMEOUT) {
+        assert_eq!(f.command, Command::Error, "{}", describe(&f));
+    }
+    assert!(
+        over.is_closed(TIMEOUT),
+        "the connection over the limit stayed open"
+    );
+    a.assert_round_trip("under-limit");
+    // A slot frees up when a client leaves.
+    a.disconnect();
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let mut c = Client::connect(broker.addr());
+        c.send(
+            &Frame::new(Command::Connect)
+                .with_header("accept-version", "1.2")
+                .with_header("host", "localhost"),
+        );
+        match c.recv(TIMEOUT) {
+            Some(f) if f.command == Command::Connected => break,
+            other => {
+                let got = other
+                    .as_ref()
+                    .map(describe)
+                    .unwrap_or_else(|| "a close".into());
+                assert!(
+                    Instant::now() < deadline,
+                    "no slot freed after a DISCONNECT: got {got}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
