@@ -297,3 +297,71 @@ def test_stomp12_queue_round_robin_between_two_stomppy_consumers(broker):
     assert abs(len(rec_a.messages) - len(rec_b.messages)) <= 2
     for conn, rec in ((a, rec_a), (b, rec_b), (p, rec_p)):
         disconnect_with_receipt(conn, rec)
+
+
+CONSUMER_SCRIPT = r"""
+import sys, time, stomp
+host, port, dest = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+class L(stomp.ConnectionListener):
+    def __init__(self):
+        self.conn = None
+    def on_message(self, frame):
+        body = frame.body
+        if int(body) % 2 == 0:
+            self.conn.ack(frame.headers["ack"], receipt="ack-" + body)
+        else:
+            print("GOT", body, flush=True)
+
+conn = stomp.Connection12([(host, port)], reconnect_attempts_max=1, timeout=5)
+listener = L()
+listener.conn = conn
+conn.set_listener("l", listener)
+conn.connect(wait=True)
+conn.subscribe(dest, id="victim", ack="client-individual", headers={"prefetch-count": "100"})
+print("SUBSCRIBED", flush=True)
+time.sleep(30)
+"""
+
+
+def test_stomp12_client_individual_loses_nothing_when_consumer_process_is_killed(broker):
+    dest = "/queue/interop-kill"
+    proc = subprocess.Popen(
+        [os.environ.get("PYTHON", "python3"), "-c", CONSUMER_SCRIPT, broker.host, str(broker.port), dest],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    try:
+        deadline = time.monotonic() + WAIT
+        while "SUBSCRIBED\n" not in lines and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "SUBSCRIBED\n" in lines, f"consumer process did not subscribe: {lines}"
+        time.sleep(0.1)  # the SUBSCRIBE frame is on its way; give the broker a moment
+        producer, rec_p = open_connection(broker)
+        for i in range(10):
+            producer.send(dest, str(i))
+        producer.send(dest + "-fence", "", headers={"receipt": "fence"})
+        rec_p.wait_receipt("fence")
+        deadline = time.monotonic() + WAIT
+        while sum(1 for l in lines if l.startswith("GOT")) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sum(1 for l in lines if l.startswith("GOT")) == 5, lines
+        time.sleep(0.3)  # let the even acks reach the broker
+    finally:
+        proc.kill()
+        proc.wait(timeout=WAIT)
+
+    consumer, rec = open_connection(broker)
+    consumer.subscribe(dest, id="survivor", ack="client-individual", receipt="s-r")
+    rec.wait_receipt("s-r")
+    msgs = rec.wait_messages(5)
+    time.sleep(QUIET)
+    got = sorted(int(m.body) for m in rec.messages)
+    assert got == [1, 3, 5, 7, 9], f"the unacked (odd) messages, each exactly once; got {got}"
+    for m in msgs:
+        consumer.ack(m.headers["ack"])
+    disconnect_with_receipt(consumer, rec)
+    disconnect_with_receipt(producer, rec_p)
