@@ -15,8 +15,8 @@ pub use glob::glob_match;
 pub use policy::{Acknowledgement, NackPolicy, Overflow, QueuePolicy, QueuePolicyRaw};
 pub use schema::{
     AdminConfig, AuthConfig, AuthRule, AutoCreateRule, Config, FsyncMode, HeartbeatConfig,
-    LimitsConfig, LogConfig, LogFormat, Permission, ServerConfig, StorageConfig, TopicConfig,
-    UserConfig, WebSocketConfig,
+    LimitsConfig, LogConfig, LogFormat, Permission, ServerConfig, StorageConfig, TlsListenerConfig,
+    TopicConfig, UserConfig, WebSocketConfig,
 };
 
 /// The embedded default configuration, every key present and commented

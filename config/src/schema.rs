@@ -21,6 +21,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub admin: AdminConfig,
     pub websocket: WebSocketConfig,
+    /// `[[tls]]`: STOMP over TLS listeners, beside the plain ones.
+    pub tls: Vec<TlsListenerConfig>,
     pub auth: AuthConfig,
     pub queue_defaults: QueuePolicyRaw,
     pub queues: BTreeMap<String, QueuePolicyRaw>,
@@ -264,12 +266,39 @@ pub struct WebSocketConfig {
     pub listen: Vec<SocketAddr>,
 }
 
+/// `[[tls]]`: one STOMP-over-TLS listener.
+///
+/// `cert`, `key` and `client_ca` are only checked to be named here (and in
+/// `stompd check-config`); whether the files exist and hold usable PEM data
+/// is checked when the broker starts, which then fails naming the file.
+/// Relative paths are relative to the process's working directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConfig {
+    /// Socket address to listen on.
+    pub listen: SocketAddr,
+    /// PEM file: the server's certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file: the private key of the leaf certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM file of CA certificates; when set, clients are asked for a
+    /// certificate signed by one of them, and a verified certificate's
+    /// subject CN logs the client in as the `[[auth.users]]` of that name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// Refuse clients without a valid certificate (needs `client_ca`).
+    #[serde(default)]
+    pub require_client_cert: bool,
+}
+
 /// `[auth]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// CONNECT without login is allowed, as principal `anonymous`.
     pub anonymous: bool,
+    /// Wait before answering a failed login with ERROR, to slow guessing.
+    pub failure_delay_ms: u64,
     pub users: Vec<UserConfig>,
     /// Grants; the union of all matching rules applies. Empty = open broker.
     pub rules: Vec<AuthRule>,
@@ -279,6 +308,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             anonymous: true,
+            failure_delay_ms: 1000,
             users: Vec::new(),
             rules: Vec::new(),
         }
@@ -289,6 +319,11 @@ impl AuthConfig {
     /// The user with this login name.
     pub fn user(&self, name: &str) -> Option<&UserConfig> {
         self.users.iter().find(|u| u.name == name)
+    }
+
+    /// `failure_delay_ms`: how long a failed login waits before its ERROR.
+    pub fn failure_delay(&self) -> Duration {
+        Duration::from_millis(self.failure_delay_ms)
     }
 }
 

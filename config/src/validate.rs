@@ -104,16 +104,79 @@ fn check(c: &Config, p: &mut Problems) {
     check_limits(c, p);
     check_heartbeat(c, p);
     check_storage(c, p);
+    check_tls(c, p);
     check_auth(c, p);
     check_destinations(c, p);
 }
 
+/// `[[tls]]`: the files must be named; whether they exist and parse is
+/// checked when the broker starts (a config may be checked on another host).
+fn check_tls(c: &Config, p: &mut Problems) {
+    for (i, tls) in c.tls.iter().enumerate() {
+        let at = path(&["tls"]).index(i);
+        if tls.cert.as_os_str().is_empty() {
+            p.add(
+                at.key("cert"),
+                "must name the PEM file of the server's certificate chain",
+            );
+        }
+        if tls.key.as_os_str().is_empty() {
+            p.add(
+                at.key("key"),
+                "must name the PEM file of the server's private key",
+            );
+        }
+        match &tls.client_ca {
+            Some(ca) if ca.as_os_str().is_empty() => p.add(
+                at.key("client_ca"),
+                "must name a PEM file of CA certificates (or be left out)",
+            ),
+            None if tls.require_client_cert => p.add(
+                at.key("require_client_cert"),
+                "require_client_cert = true needs `client_ca`, the CAs client certificates are checked against",
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// Checks the shape of an argon2id PHC string,
+/// `$argon2id$v=19$m=M,t=T,p=P$SALT$HASH` (the `v=` part is optional), so that a
+/// truncated paste is reported with its line. The broker parses it fully at start.
+fn check_phc(hash: &str) -> Result<(), &'static str> {
+    let b64 = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+    };
+    let Some(rest) = hash.strip_prefix("$argon2id$") else {
+        return Err("must be an argon2id PHC string starting with \"$argon2id$\" (see `stompd hash-password`)");
+    };
+    let mut parts: Vec<&str> = rest.split('$').collect();
+    if parts.first().is_some_and(|v| v.starts_with("v=")) {
+        parts.remove(0);
+    }
+    let shape = "must be an argon2id PHC string of the form \"$argon2id$v=19$m=M,t=T,p=P$SALT$HASH\" (see `stompd hash-password`)";
+    let [params, salt, out] = parts[..] else {
+        return Err(shape);
+    };
+    let params_ok = params.split(',').all(|kv| {
+        kv.split_once('=').is_some_and(|(k, v)| {
+            !k.is_empty() && !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+    });
+    if !params_ok || !b64(salt) || !b64(out) {
+        return Err(shape);
+    }
+    Ok(())
+}
+
 fn check_server(c: &Config, p: &mut Problems) {
     let s = &c.server;
-    if s.listen.is_empty() && c.websocket.listen.is_empty() {
+    if s.listen.is_empty() && c.websocket.listen.is_empty() && c.tls.is_empty() {
         p.add(
             path(&["server", "listen"]),
-            "no listener: server.listen and websocket.listen are both empty",
+            "no listener: server.listen and websocket.listen are both empty and there is no [[tls]] listener",
         );
     }
     // The same address twice would fail at bind time with a vaguer error.
@@ -134,6 +197,20 @@ fn check_server(c: &Config, p: &mut Problems) {
             } else {
                 seen.insert(*addr, key);
             }
+        }
+    }
+    for (i, tls) in c.tls.iter().enumerate() {
+        let key = path(&["tls"]).index(i).key("listen");
+        if tls.listen.port() == 0 {
+            continue;
+        }
+        if let Some(first) = seen.get(&tls.listen) {
+            p.add(
+                key,
+                format!("address {} is already used by `{first}`", tls.listen),
+            );
+        } else {
+            seen.insert(tls.listen, key);
         }
     }
     if s.connect_timeout_ms == 0 {
@@ -250,10 +327,14 @@ fn check_auth(c: &Config, p: &mut Problems) {
         let name = user.name.as_str();
         if name.is_empty() {
             p.add(at.key("name"), "user name must not be empty");
-        } else if name == "*" || name.starts_with("group:") || name.chars().any(char::is_control) {
+        } else if name == "*"
+            || name == "anonymous"
+            || name.starts_with("group:")
+            || name.chars().any(char::is_control)
+        {
             p.add(
                 at.key("name"),
-                format!("invalid user name {name:?}: \"*\", a \"group:\" prefix and control characters are reserved"),
+                format!("invalid user name {name:?}: \"*\", \"anonymous\", a \"group:\" prefix and control characters are reserved"),
             );
         } else if let Some(first) = names.get(name) {
             p.add(
@@ -263,11 +344,8 @@ fn check_auth(c: &Config, p: &mut Problems) {
         } else {
             names.insert(name, at.key("name"));
         }
-        if !user.password_hash.starts_with("$argon2id$") {
-            p.add(
-                at.key("password_hash"),
-                "must be an argon2id PHC string starting with \"$argon2id$\" (see `stompd hash-password`)",
-            );
+        if let Err(why) = check_phc(&user.password_hash) {
+            p.add(at.key("password_hash"), why);
         }
         for (j, group) in user.groups.iter().enumerate() {
             if group.is_empty() || group.chars().any(char::is_control) {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use stompd_config::{
     AuthRule, AutoCreateRule, Config, LimitsConfig, Permission, QueuePolicy, QueuePolicyRaw,
-    TopicConfig, UserConfig, DEFAULT_CONFIG,
+    TlsListenerConfig, TopicConfig, UserConfig, DEFAULT_CONFIG,
 };
 
 #[test]
@@ -69,6 +69,13 @@ fn everything() -> Config {
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
         groups: vec!["producers".into()],
     });
+    c.tls.push(TlsListenerConfig {
+        listen: "127.0.0.1:61614".parse().unwrap(),
+        cert: "server.crt".into(),
+        key: "server.key".into(),
+        client_ca: Some("clients.pem".into()),
+        require_client_cert: true,
+    });
     c.auth.rules.push(AuthRule {
         destinations: vec!["/queue/*".into()],
         users: vec!["alice".into()],
@@ -123,7 +130,7 @@ fn every_field_appears_in_the_default_text() {
         BTreeSet::from_iter(
             tables
                 .iter()
-                .chain(&["queues", "topics", "auto_create"])
+                .chain(&["queues", "topics", "auto_create", "tls"])
                 .map(|s| s.to_string())
         ),
         "a top-level table is missing from this test"
@@ -159,6 +166,7 @@ fn every_field_appears_in_the_default_text() {
         ("auth", &full["auth"]["rules"][0]),
         ("topics", &full["topics"]["news"]),
         ("auto_create", &full["auto_create"][2]),
+        ("tls", &full["tls"][0]),
     ] {
         for key in table_keys(entry) {
             let documented = DEFAULT_CONFIG

@@ -647,3 +647,130 @@ fn validate_a_config_built_in_code() {
         "code: key `heartbeat.grace`: must be a finite number >= 1.0, got 0.5"
     );
 }
+
+// ---- [[tls]] listeners ----
+
+const TLS: &str =
+    "[[tls]]\nlisten = \"127.0.0.1:61614\"\ncert = \"server.crt\"\nkey = \"server.key\"\n";
+
+#[test]
+fn tls_listener_parses_with_defaults() {
+    let c = parse(TLS).unwrap();
+    assert_eq!(c.tls.len(), 1);
+    let t = &c.tls[0];
+    assert_eq!(t.listen, "127.0.0.1:61614".parse().unwrap());
+    assert_eq!(t.cert, PathBuf::from("server.crt"));
+    assert_eq!(t.key, PathBuf::from("server.key"));
+    assert_eq!(t.client_ca, None);
+    assert!(!t.require_client_cert);
+    // Files are not opened by validation: they need not exist here.
+    assert!(!Path::new("server.crt").exists());
+}
+
+#[test]
+fn tls_listener_alone_is_enough() {
+    assert!(parse(&format!("[server]\nlisten = []\n{TLS}")).is_ok());
+}
+
+#[test]
+fn tls_listener_needs_listen_cert_and_key() {
+    for (missing, text) in [
+        ("listen", "[[tls]]\ncert = \"a\"\nkey = \"b\"\n"),
+        ("cert", "[[tls]]\nlisten = \"127.0.0.1:1\"\nkey = \"b\"\n"),
+        ("key", "[[tls]]\nlisten = \"127.0.0.1:1\"\ncert = \"a\"\n"),
+    ] {
+        let e = parse(text).unwrap_err();
+        assert_eq!(e.line, Some(1), "{e}");
+        assert!(e.key.as_deref().unwrap_or("").starts_with("tls"), "{e}");
+        assert!(e.message.contains(&format!("`{missing}`")), "{e}");
+    }
+}
+
+#[test]
+fn tls_listener_fields() {
+    assert_error(
+        "[[tls]]\nlisten = \"127.0.0.1:1\"\ncert = \"\"\nkey = \"b\"\n",
+        "tls[0].cert",
+        3,
+        1,
+        "certificate chain",
+    );
+    assert_error(
+        &format!("{TLS}[[tls]]\nlisten = \"127.0.0.1:2\"\ncert = \"a\"\nkey = \"\"\n"),
+        "tls[1].key",
+        8,
+        1,
+        "private key",
+    );
+    assert_error(
+        &format!("{TLS}client_ca = \"\"\n"),
+        "tls[0].client_ca",
+        5,
+        1,
+        "CA certificates",
+    );
+    assert_error(
+        &format!("{TLS}require_client_cert = true\n"),
+        "tls[0].require_client_cert",
+        5,
+        1,
+        "needs `client_ca`",
+    );
+    assert!(parse(&format!(
+        "{TLS}client_ca = \"ca.pem\"\nrequire_client_cert = true\n"
+    ))
+    .is_ok());
+    assert_error(
+        &format!("{TLS}port = 1\n"),
+        "tls[0].port",
+        5,
+        1,
+        "unknown field",
+    );
+}
+
+#[test]
+fn tls_listen_address_clashes() {
+    let text = format!("[server]\nlisten = [\"127.0.0.1:61614\"]\n{TLS}");
+    assert_error(
+        &text,
+        "tls[0].listen",
+        4,
+        1,
+        "already used by `server.listen[0]`",
+    );
+}
+
+#[test]
+fn failure_delay_default_and_override() {
+    let c = parse("").unwrap();
+    assert_eq!(c.auth.failure_delay(), std::time::Duration::from_secs(1));
+    let c = parse("[auth]\nfailure_delay_ms = 0\n").unwrap();
+    assert_eq!(c.auth.failure_delay(), std::time::Duration::ZERO);
+}
+
+#[test]
+fn anonymous_is_a_reserved_user_name() {
+    let text = format!("[[auth.users]]\nname = \"anonymous\"\npassword_hash = \"{HASH}\"\n");
+    assert_error(&text, "auth.users[0].name", 2, 1, "reserved");
+}
+
+#[test]
+fn password_hash_shape() {
+    for bad in [
+        "$argon2id$",
+        "$argon2id$v=19$m=19456,t=2,p=1",
+        "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA",
+        "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$",
+        "$argon2id$v=19$m=19456,t=2,p=1$c2F sdA$aGFzaA",
+        "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA$extra",
+        "$argon2id$v=19$m19456$c2FsdA$aGFzaA",
+    ] {
+        let text = format!("[[auth.users]]\nname = \"alice\"\npassword_hash = \"{bad}\"\n");
+        assert_error(&text, "auth.users[0].password_hash", 3, 1, "PHC string");
+    }
+    for good in [HASH, "$argon2id$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g"] {
+        let text = format!("[[auth.users]]\nname = \"alice\"\npassword_hash = \"{good}\"\n");
+        assert!(parse(&text).is_ok(), "{good}");
+    }
+}
