@@ -11,3 +11,4 @@ pub mod queue;
 pub mod server;
 pub mod session;
 pub mod topic;
+pub mod ws;
