@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 EXAMPLES = REPO / "examples"
 WAIT = 10.0  # seconds to start
-RUN = 60.0  # seconds for an example program to finish
+RUN = 300.0  # seconds for an example program to finish (the Rust one compiles first)
 
 
 def stompd_bin() -> Path:
@@ -142,6 +142,17 @@ def test_ruby_example(broker):
     out = run_example(["ruby", str(EXAMPLES / "clients" / "ruby" / "example.rb"),
                        "127.0.0.1", str(broker.port)])
     assert "received: hello from ruby" in out, out
+    assert out.strip().splitlines()[-1] == "done", out
+
+
+@pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo is not installed")
+def test_rust_example(broker):
+    # A standalone project (its own [workspace]); built into the repository's target/.
+    env = dict(os.environ, CARGO_TARGET_DIR=str(REPO / "target" / "example-client-rust"))
+    out = run_example(["cargo", "run", "--quiet", "--manifest-path",
+                       str(EXAMPLES / "clients" / "rust" / "Cargo.toml"), "--", f"127.0.0.1:{broker.port}"],
+                      env=env)
+    assert "received: hello from rust (x-example=rust, acked)" in out, out
     assert out.strip().splitlines()[-1] == "done", out
 
 
