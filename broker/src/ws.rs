@@ -536,6 +536,74 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn many_large_messages_flow_through_a_full_socket() {
+        // Megabytes both ways: writes wait for pending flushes, and reads drive them. The total
+        // stays under limits.outbox_bytes, so the session keeps reading while the client, which
+        // does not read until it has sent everything, fills the socket.
+        let server = start().await;
+        let (mut ws, _) = connect(server.addr, Some("v12.stomp")).await;
+        send(
+            &mut ws,
+            "CONNECT\naccept-version:1.2\nhost:h\nheart-beat:0,0\n\n\0\
+             SUBSCRIBE\nid:s\ndestination:/queue/ws.large\n\n\0",
+        )
+        .await;
+        let body = "x".repeat(256 * 1024);
+        let count = 12;
+        for i in 0..count {
+            send(
+                &mut ws,
+                &format!("SEND\ndestination:/queue/ws.large\nn:{i}\n\n{body}\0"),
+            )
+            .await;
+        }
+        let got = frames(&mut ws, count + 1).await;
+        assert!(got[0].starts_with("CONNECTED\n"), "{}", &got[0][..40]);
+        for (i, frame) in got[1..].iter().enumerate() {
+            assert!(frame.starts_with("MESSAGE\n"), "{}", &frame[..40]);
+            assert!(
+                frame.contains(&format!("\nn:{i}\n")),
+                "message {i} out of order"
+            );
+            assert!(frame.ends_with(&body), "message {i} body");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pending_flush_is_driven_by_reads() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        // A pipe far smaller than the message: the write is accepted with its flush pending.
+        let (a, b) = tokio::io::duplex(1024);
+        let server = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        let mut stream = WsStream::new(server);
+        let big = vec![b'y'; 64 * 1024];
+        stream.write_all(&big).await.expect("write");
+        assert!(stream.flush_pending);
+        // Like a session with nothing more to write, the server side now only reads.
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            let n = stream.read(&mut buf).await.expect("read");
+            buf[..n].to_vec()
+        });
+        let got = tokio::time::timeout(WAIT, client.next())
+            .await
+            .expect("the pending message was flushed by the read side")
+            .expect("a message")
+            .expect("no error");
+        assert_eq!(got, Message::text(String::from_utf8(big).expect("ascii")));
+        client
+            .send(Message::binary(&b"abc"[..]))
+            .await
+            .expect("send");
+        let read = tokio::time::timeout(WAIT, reader)
+            .await
+            .expect("read in time");
+        assert_eq!(read.expect("join"), b"abc");
+    }
+
+    #[tokio::test]
     async fn over_the_connection_limit_gets_an_error_frame() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut config = Config::embedded();
