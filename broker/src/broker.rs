@@ -14,6 +14,7 @@ use stompd_protocol::ByteStr;
 use crate::error::ClientError;
 use crate::message::{now_ms, Message};
 use crate::queue::{DeadLetter, Queue, QueueHost};
+use crate::storage::{Journal, Record, Recovered};
 use crate::topic::Topic;
 
 pub const QUEUE_PREFIX: &str = "/queue/";
@@ -64,18 +65,103 @@ pub struct Broker {
     queues: RwLock<HashMap<String, Arc<Queue>>>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     next_id: AtomicU64,
+    /// The shared journal of persistent queues; `None` when the broker runs without storage.
+    journal: Option<Journal>,
 }
 
 impl Broker {
+    /// A broker without storage: persistent queues behave as ephemeral ones (tests, tools).
     pub fn new(config: Config) -> Arc<Broker> {
+        Broker::with_storage(config, None, false)
+    }
+
+    /// A broker over an opened journal, rebuilding every queue it recovered.
+    ///
+    /// `after_crash`: the previous run did not stop cleanly, so any recovered message may have
+    /// been delivered (its ACK lost with the crash): such messages are marked redelivered.
+    pub fn with_storage(
+        config: Config,
+        storage: Option<(Journal, Recovered)>,
+        after_crash: bool,
+    ) -> Arc<Broker> {
+        let (journal, recovered) = match storage {
+            Some((j, r)) => (Some(j), Some(r)),
+            None => (None, None),
+        };
         let broker = Arc::new(Broker {
             config: RwLock::new(Arc::new(config)),
             queues: RwLock::new(HashMap::new()),
             topics: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            journal,
         });
         broker.declare_configured();
+        if let Some(recovered) = recovered {
+            broker.restore(recovered, after_crash);
+        }
         broker
+    }
+
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+
+    /// Rebuilds queues from the journal. A queue that is no longer configured and matches no
+    /// rule keeps its messages anyway (persistent, default policy): stored data is never dropped
+    /// because of a configuration change.
+    fn restore(&self, recovered: Recovered, after_crash: bool) {
+        let config = self.config();
+        for (name, rq) in recovered.queues {
+            let dest = format!("{QUEUE_PREFIX}{name}");
+            let queue = match self.queue(&dest) {
+                Some(q) => q,
+                None => {
+                    let policy = match config.resolve_queue(&name) {
+                        Some(p) => p,
+                        None => {
+                            if rq.messages.is_empty() {
+                                continue;
+                            }
+                            tracing::warn!(
+                                queue = name,
+                                messages = rq.messages.len(),
+                                "stored queue is no longer configured; keeping its messages"
+                            );
+                            QueuePolicy {
+                                persistent: true,
+                                ..QueuePolicy::default()
+                            }
+                        }
+                    };
+                    let q = Queue::new(
+                        name.clone(),
+                        ByteStr::from(dest.clone()),
+                        policy,
+                        None,
+                        self.journal.clone(),
+                    );
+                    self.queues.write().insert(dest, q.clone());
+                    q
+                }
+            };
+            if !queue.is_persistent() && !rq.messages.is_empty() {
+                tracing::warn!(
+                    queue = name,
+                    "queue is now ephemeral; its stored messages are kept in memory only"
+                );
+            }
+            let n = rq.messages.len();
+            let mut messages = rq.messages;
+            if after_crash {
+                for m in &mut messages {
+                    m.redelivery_count = m.redelivery_count.max(1);
+                }
+            }
+            queue.restore(messages, rq.closed, rq.next_seq);
+            if n > 0 {
+                tracing::info!(queue = name, messages = n, "queue recovered");
+            }
+        }
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -95,9 +181,15 @@ impl Broker {
         for name in config.queues.keys() {
             if let Some(policy) = config.queue_policy(name) {
                 let dest = format!("{QUEUE_PREFIX}{name}");
-                queues
-                    .entry(dest.clone())
-                    .or_insert_with(|| Queue::new(name.clone(), ByteStr::from(dest), policy, None));
+                queues.entry(dest.clone()).or_insert_with(|| {
+                    Queue::new(
+                        name.clone(),
+                        ByteStr::from(dest),
+                        policy,
+                        None,
+                        self.journal.clone(),
+                    )
+                });
             }
         }
         let mut topics = self.topics.write();
@@ -219,17 +311,29 @@ impl Broker {
             .resolve_queue(name)
             .unwrap_or_else(|| config.auto_queue_policy(rule));
         let mut queues = self.queues.write();
-        let queue = queues
-            .entry(destination.to_owned())
-            .or_insert_with(|| {
-                tracing::info!(
-                    destination,
-                    persistent = policy.persistent,
-                    "queue created on first use"
-                );
-                Queue::new(name.to_owned(), ByteStr::from(destination), policy, None)
-            })
-            .clone();
+        if let Some(q) = queues.get(destination) {
+            return Ok(q.clone());
+        }
+        tracing::info!(
+            destination,
+            persistent = policy.persistent,
+            "queue created on first use"
+        );
+        let queue = Queue::new(
+            name.to_owned(),
+            ByteStr::from(destination),
+            policy,
+            None,
+            self.journal.clone(),
+        );
+        queues.insert(destination.to_owned(), queue.clone());
+        drop(queues);
+        if let Some(journal) = self.journal.as_ref().filter(|_| queue.is_persistent()) {
+            // So an empty run-time queue is still listed after a restart; not awaited.
+            drop(journal.append(vec![Record::QueueCreated {
+                queue: name.to_owned(),
+            }]));
+        }
         Ok(queue)
     }
 
@@ -283,6 +387,7 @@ impl Broker {
                     ByteStr::from(destination),
                     policy,
                     Some(session),
+                    None,
                 )
             })
             .clone()

@@ -4,11 +4,14 @@
 //! into broker operations for one connection; [`broker`] resolves destinations to [`queue`]s and
 //! [`topic`]s; a queue's logic is the synchronous [`queue::state::QueueState`].
 
+pub mod auth;
 pub mod broker;
 pub mod error;
 pub mod message;
 pub mod queue;
 pub mod server;
 pub mod session;
+pub mod storage;
+pub mod tls;
 pub mod topic;
 pub mod ws;

@@ -11,7 +11,8 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use stompd::broker::Broker;
 use stompd::server::{self, ConnectionCounter};
-use stompd_config::{Config, LogFormat, DEFAULT_CONFIG};
+use stompd::storage::{FsyncPolicy, Journal, JournalOptions, Recovered};
+use stompd_config::{Config, FsyncMode, LogFormat, DEFAULT_CONFIG};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -40,6 +41,9 @@ struct RunArgs {
     /// STOMP listener address; repeat for several. Replaces `server.listen`.
     #[arg(long, value_name = "ADDR")]
     listen: Vec<SocketAddr>,
+    /// STOMP-over-WebSocket listener address; repeat for several. Replaces `websocket.listen`.
+    #[arg(long, value_name = "ADDR")]
+    ws_listen: Vec<SocketAddr>,
     /// Storage directory. Replaces `storage.dir`.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -93,6 +97,9 @@ fn load_config(args: &RunArgs) -> anyhow::Result<Config> {
     if !args.listen.is_empty() {
         config.server.listen = args.listen.clone();
     }
+    if !args.ws_listen.is_empty() {
+        config.websocket.listen = args.ws_listen.clone();
+    }
     if let Some(dir) = &args.data_dir {
         config.storage.dir = dir.clone();
     }
@@ -133,14 +140,60 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .thread_name("stompd")
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(serve(config))
+    let storage = open_storage(&config)?;
+    runtime.block_on(serve(config, storage))
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// Written after a clean stop, removed at start: its absence at start means the last run crashed.
+const CLEAN_MARKER: &str = "CLEAN_SHUTDOWN";
+
+/// Opens (and recovers) the journal of persistent queues before anything listens.
+fn open_storage(config: &Config) -> anyhow::Result<(Journal, Recovered, bool)> {
+    let s = &config.storage;
+    std::fs::create_dir_all(&s.dir)
+        .with_context(|| format!("cannot create the data directory {}", s.dir.display()))?;
+    let fsync = match s.fsync {
+        FsyncMode::Always => FsyncPolicy::Always,
+        FsyncMode::Interval => FsyncPolicy::Interval(s.fsync_interval()),
+        FsyncMode::Never => FsyncPolicy::Never,
+    };
+    let opts = JournalOptions {
+        dir: s.dir.clone(),
+        segment_bytes: s.segment_bytes,
+        fsync,
+    };
+    let (journal, recovered) = Journal::open(opts)
+        .with_context(|| format!("cannot open the journal in {}", s.dir.display()))?;
+    let marker = s.dir.join(CLEAN_MARKER);
+    let after_crash = !marker.exists() && recovered.report.segments > 0;
+    if marker.exists() {
+        std::fs::remove_file(&marker)
+            .with_context(|| format!("cannot remove {}", marker.display()))?;
+    }
+    let r = &recovered.report;
+    tracing::info!(
+        dir = %s.dir.display(),
+        segments = r.segments,
+        records = r.records,
+        truncated_bytes = r.truncated_bytes,
+        corrupt_entries_skipped = r.corrupt_entries_skipped,
+        elapsed_ms = r.elapsed.as_millis() as u64,
+        after_crash,
+        "journal opened"
+    );
+    Ok((journal, recovered, after_crash))
+}
+
+async fn serve(config: Config, storage: (Journal, Recovered, bool)) -> anyhow::Result<()> {
     let grace = config.server.shutdown_grace();
     let listen = config.server.listen.clone();
-    let broker = Broker::new(config);
+    let config_ws_listen = config.websocket.listen.clone();
+    let data_dir = config.storage.dir.clone();
+    let (journal, recovered, after_crash) = storage;
+    let broker = Broker::with_storage(config, Some((journal, recovered)), after_crash);
+    let ws_listen = config_ws_listen;
     let listeners = server::bind_all(&listen, "stomp").await?;
+    let ws_listeners = server::bind_all(&ws_listen, "websocket").await?;
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -148,6 +201,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut accept_loops = Vec::new();
     for listener in listeners {
         accept_loops.push(tokio::spawn(server::serve_stomp(
+            listener,
+            broker.clone(),
+            counter.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        )));
+    }
+    for listener in ws_listeners {
+        accept_loops.push(tokio::spawn(stompd::ws::serve_ws(
             listener,
             broker.clone(),
             counter.clone(),
@@ -184,6 +246,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         s = wait_for_signal() => {
             tracing::warn!(signal = s.unwrap_or("?"), "second signal; exiting at once");
             std::process::exit(1);
+        }
+    }
+    // Sessions have returned their unacked messages; make everything written durable.
+    if let Some(journal) = broker.journal() {
+        match journal.shutdown() {
+            Ok(()) => {
+                if let Err(e) = std::fs::write(data_dir.join(CLEAN_MARKER), b"") {
+                    tracing::warn!(error = %e, "cannot write the clean-shutdown marker");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "journal did not close cleanly"),
         }
     }
     tracing::info!("stopped");

@@ -14,7 +14,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::{Buf, BytesMut};
+use futures::stream::{FuturesOrdered, StreamExt};
 use stompd_config::{Acknowledgement, Config};
 use stompd_protocol::{
     encode_frame, negotiate_heartbeat, negotiate_version, AckMode, ByteStr, ClientFrame, Command,
@@ -30,7 +35,8 @@ use tracing::Instrument;
 use crate::broker::{temp_name, Broker, Destination, Intent, Principal, TEMP_QUEUE_PREFIX};
 use crate::error::ClientError;
 use crate::message::{now_ms, Message, SharedMessage};
-use crate::queue::{ConsumerId, ConsumerSpec, Delivery, Queue};
+use crate::queue::{ConsumerId, ConsumerSpec, DeadLetter, Delivery, Queue, QueueHost};
+use crate::storage::{Commit, JournalError};
 use crate::topic::Topic;
 
 /// What queues and topics hand a session.
@@ -121,6 +127,35 @@ enum TxOp {
     },
 }
 
+/// A reply that must wait until the journal has what it confirms: RECEIPTs go out in the order
+/// their frames arrived, each only once every earlier journal write it follows is durable.
+struct Waiting {
+    commit: Option<Commit>,
+    receipt: Option<ByteStr>,
+}
+
+impl Future for Waiting {
+    type Output = (Option<ByteStr>, Result<(), JournalError>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let result = match self.commit.as_mut() {
+            Some(c) => match Pin::new(c).poll(cx) {
+                Poll::Ready(r) => r,
+                Poll::Pending => return Poll::Pending,
+            },
+            None => Ok(()),
+        };
+        Poll::Ready((self.receipt.take(), result))
+    }
+}
+
+/// Journal writes a session may have outstanding before it stops reading: bounds the memory a
+/// fire-and-forget producer can make the broker hold while the disk catches up.
+const MAX_PENDING_COMMITS: usize = 8192;
+
+/// What one ACK/NACK covers: the queue, the consumer, and the seqs.
+type Acked = (Arc<Queue>, ConsumerId, Vec<u64>);
+
 /// Why the loop ended.
 enum End {
     /// The peer closed or the socket failed; nothing more can be written.
@@ -159,6 +194,7 @@ struct Session {
     scratch_count: String,
     /// Set when heart-beat intervals change (CONNECT), so the timer stops waiting for the connect deadline.
     rearm_timer: bool,
+    pending: FuturesOrdered<Waiting>,
 }
 
 impl Session {
@@ -200,6 +236,7 @@ impl Session {
             scratch_ack: String::new(),
             scratch_count: String::new(),
             rearm_timer: false,
+            pending: FuturesOrdered::new(),
         }
     }
 
@@ -234,7 +271,13 @@ impl Session {
                         }
                     }
                 }
-                res = reader.read_buf(&mut self.rbuf), if can_take => {
+                Some((receipt, result)) = self.pending.next(), if !self.pending.is_empty() => {
+                    if let Err(err) = self.on_durable(receipt, result) {
+                        self.push_error(err);
+                        break End::Graceful;
+                    }
+                }
+                res = reader.read_buf(&mut self.rbuf), if can_take && self.pending.len() < MAX_PENDING_COMMITS => {
                     match res {
                         Ok(0) => {
                             tracing::debug!("peer closed the connection");
@@ -309,6 +352,17 @@ impl Session {
         };
 
         if let End::Graceful = end {
+            // Receipts still waiting for the disk go out first (a DISCONNECT receipt promises
+            // everything before it was processed).
+            let drain = async {
+                while let Some((receipt, result)) = self.pending.next().await {
+                    if let Err(err) = self.on_durable(receipt, result) {
+                        self.push_error(err);
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(write_timeout, drain).await;
             // Write what is buffered (RECEIPT, ERROR) within the write timeout, then FIN, then
             // read and discard briefly so the peer sees our last frame rather than a reset.
             let flush = async {
@@ -481,23 +535,24 @@ impl Session {
                 transaction,
                 receipt,
                 frame,
-            } => {
-                match transaction {
-                    Some(tx) => {
-                        let max = self.config.limits.max_transaction_frames;
-                        let ops = self.tx_ops(&tx)?;
-                        if ops.len() >= max {
-                            return Err(ClientError::new(
-                                "transaction-too-large",
-                                format!("transaction {tx} holds more than {max} frames"),
-                            ));
-                        }
-                        ops.push(TxOp::Send { destination, frame });
+            } => match transaction {
+                Some(tx) => {
+                    let max = self.config.limits.max_transaction_frames;
+                    let ops = self.tx_ops(&tx)?;
+                    if ops.len() >= max {
+                        return Err(ClientError::new(
+                            "transaction-too-large",
+                            format!("transaction {tx} holds more than {max} frames"),
+                        ));
                     }
-                    None => self.route_send(&destination, frame)?,
+                    ops.push(TxOp::Send { destination, frame });
+                    self.receipt(receipt);
                 }
-                self.receipt(receipt);
-            }
+                None => {
+                    let commit = self.route_send(&destination, frame)?;
+                    self.track(commit, receipt);
+                }
+            },
             ClientFrame::Subscribe {
                 id,
                 destination,
@@ -524,8 +579,8 @@ impl Session {
                 transaction,
                 receipt,
             } => {
-                self.ack_or_nack(id, subscription, transaction, false, true)?;
-                self.receipt(receipt);
+                let commit = self.ack_or_nack(id, subscription, transaction, false, true)?;
+                self.track(commit, receipt);
             }
             ClientFrame::Nack {
                 id,
@@ -533,8 +588,8 @@ impl Session {
                 transaction,
                 receipt,
             } => {
-                self.ack_or_nack(id, subscription, transaction, true, requeue)?;
-                self.receipt(receipt);
+                let commit = self.ack_or_nack(id, subscription, transaction, true, requeue)?;
+                self.track(commit, receipt);
             }
             ClientFrame::Begin {
                 transaction,
@@ -563,8 +618,8 @@ impl Session {
                 let Some(ops) = self.txs.remove(&transaction) else {
                     return Err(unknown_tx(&transaction));
                 };
-                self.commit(ops)?;
-                self.receipt(receipt);
+                let commit = self.commit(ops)?;
+                self.track(commit, receipt);
             }
             ClientFrame::Abort {
                 transaction,
@@ -588,36 +643,118 @@ impl Session {
         self.txs.get_mut(tx).ok_or_else(|| unknown_tx(tx))
     }
 
-    /// Applies a transaction: every SEND is checked against its queue's limits first so a
-    /// COMMIT does not stop half-way on a full or closed queue; then all take effect together.
-    fn commit(&mut self, ops: Vec<TxOp>) -> Result<(), ClientError> {
-        let mut resolved = Vec::with_capacity(ops.len());
+    /// Applies a transaction. Every SEND is checked against its queue first, so a COMMIT does
+    /// not stop half-way on a full or closed queue; then every queue touched is locked (in a
+    /// fixed order), all SENDs and ACKs take effect, and their journal records are appended as
+    /// one batch: after a crash all of them are there, or none.
+    fn commit(&mut self, ops: Vec<TxOp>) -> Result<Option<Commit>, ClientError> {
+        enum Planned {
+            Enqueue(Arc<Queue>, String, Message),
+            Publish(Arc<Topic>, Message),
+            Ack(Arc<Queue>, ConsumerId, Vec<u64>, bool, bool),
+        }
+        let now = now_ms();
+        let mut planned = Vec::with_capacity(ops.len());
         for op in ops {
             match op {
                 TxOp::Send { destination, frame } => {
                     let (dest, target) = self.resolve_send(&destination)?;
-                    if let Destination::Queue(q) = &target {
-                        q.admit(frame.body.len() as u64)
-                            .map_err(|e| ClientError::enqueue(&dest, e))?;
-                    }
-                    resolved.push(Ok((dest, target, frame)));
+                    let frame = self.rewrite_reply_to(frame);
+                    planned.push(match target {
+                        Destination::Queue(q) => {
+                            let (priority, ttl) = q.message_defaults();
+                            let msg = Message::from_send(
+                                frame,
+                                q.destination().clone(),
+                                priority,
+                                ttl,
+                                now,
+                            )?;
+                            Planned::Enqueue(q, dest, msg)
+                        }
+                        Destination::Topic(t) => {
+                            let msg = Message::from_send(
+                                frame,
+                                t.destination().clone(),
+                                crate::message::DEFAULT_PRIORITY,
+                                None,
+                                now,
+                            )?;
+                            Planned::Publish(t, msg)
+                        }
+                    });
                 }
-                ack @ TxOp::Ack { .. } => resolved.push(Err(ack)),
-            }
-        }
-        for op in resolved {
-            match op {
-                Ok((dest, target, frame)) => self.deliver_send(&dest, target, frame)?,
-                Err(TxOp::Ack {
+                TxOp::Ack {
                     id,
                     subscription,
                     nack,
                     requeue,
-                }) => self.settle_ack(id, subscription, nack, requeue)?,
-                Err(TxOp::Send { .. }) => {}
+                } => {
+                    if let Some((q, consumer, seqs)) =
+                        self.take_acked(&id, subscription.as_ref())?
+                    {
+                        planned.push(Planned::Ack(q, consumer, seqs, nack, requeue));
+                    }
+                }
             }
         }
-        Ok(())
+        let mut queues: Vec<Arc<Queue>> = Vec::new();
+        for p in &planned {
+            if let Planned::Enqueue(q, ..) | Planned::Ack(q, ..) = p {
+                if !queues.iter().any(|x| Arc::ptr_eq(x, q)) {
+                    queues.push(q.clone());
+                }
+            }
+        }
+        queues.sort_by_key(|q| Arc::as_ptr(q) as usize);
+        let index = |q: &Arc<Queue>| queues.iter().position(|x| Arc::ptr_eq(x, q)).unwrap_or(0);
+        let mut guards: Vec<_> = queues.iter().map(|q| q.lock()).collect();
+        for (i, g) in guards.iter().enumerate() {
+            let (n, bytes) = planned.iter().fold((0u64, 0u64), |(n, b), p| match p {
+                Planned::Enqueue(q, _, m) if index(q) == i => (n + 1, b + m.size()),
+                _ => (n, b),
+            });
+            if n > 0 {
+                g.admit_batch(n, bytes)
+                    .map_err(|e| ClientError::enqueue(queues[i].destination(), e))?;
+            }
+        }
+        let mut records = Vec::new();
+        let mut publish = Vec::new();
+        for p in planned {
+            match p {
+                Planned::Enqueue(q, dest, msg) => {
+                    guards[index(&q)]
+                        .enqueue(Arc::new(msg), &mut records)
+                        .map_err(|e| ClientError::enqueue(&dest, e))?;
+                }
+                Planned::Ack(q, consumer, seqs, nack, requeue) => {
+                    let g = &mut guards[index(&q)];
+                    if nack {
+                        g.nack(consumer, &seqs, requeue);
+                    } else {
+                        g.ack(consumer, &seqs);
+                    }
+                }
+                Planned::Publish(t, msg) => publish.push((t, msg)),
+            }
+        }
+        let mut dead: Vec<(usize, Vec<DeadLetter>)> = Vec::new();
+        for (i, g) in guards.iter_mut().enumerate() {
+            dead.push((i, g.drain_into(&mut records)));
+        }
+        let commit = match self.broker.journal() {
+            Some(j) if !records.is_empty() => Some(j.append(records)),
+            _ => None,
+        };
+        drop(guards);
+        for (i, d) in dead {
+            queues[i].after(&*self.broker as &dyn QueueHost, d);
+        }
+        for (t, msg) in publish {
+            t.publish(Arc::new(msg));
+        }
+        Ok(commit)
     }
 
     fn resolve_send(&self, destination: &str) -> Result<(String, Destination), ClientError> {
@@ -628,19 +765,9 @@ impl Session {
         Ok((dest, target))
     }
 
-    fn route_send(&mut self, destination: &str, frame: Frame) -> Result<(), ClientError> {
-        let (dest, target) = self.resolve_send(destination)?;
-        self.deliver_send(&dest, target, frame)
-    }
-
-    fn deliver_send(
-        &mut self,
-        dest: &str,
-        target: Destination,
-        mut frame: Frame,
-    ) -> Result<(), ClientError> {
-        // A reply-to naming our own temporary queue is rewritten to its broker-wide name so
-        // whoever answers reaches it.
+    /// A reply-to naming our own temporary queue is rewritten to its broker-wide name so whoever
+    /// answers reaches it.
+    fn rewrite_reply_to(&self, mut frame: Frame) -> Frame {
         for (name, value) in frame.headers.iter_mut() {
             if name.as_str() == "reply-to" {
                 if let Some(global) = temp_name(value.as_str(), self.id) {
@@ -649,13 +776,25 @@ impl Session {
                 break;
             }
         }
+        frame
+    }
+
+    fn route_send(
+        &mut self,
+        destination: &str,
+        frame: Frame,
+    ) -> Result<Option<Commit>, ClientError> {
+        let (dest, target) = self.resolve_send(destination)?;
+        let frame = self.rewrite_reply_to(frame);
         let now = now_ms();
         match target {
             Destination::Queue(q) => {
                 let (priority, ttl) = q.message_defaults();
                 let msg = Message::from_send(frame, q.destination().clone(), priority, ttl, now)?;
-                q.send(&*self.broker, msg)
-                    .map_err(|e| ClientError::enqueue(dest, e))?;
+                let (_, commit) = q
+                    .send(&*self.broker, msg)
+                    .map_err(|e| ClientError::enqueue(&dest, e))?;
+                Ok(commit)
             }
             Destination::Topic(t) => {
                 let msg = Message::from_send(
@@ -666,9 +805,46 @@ impl Session {
                     now,
                 )?;
                 t.publish(Arc::new(msg));
+                Ok(None)
             }
         }
-        Ok(())
+    }
+
+    /// Queues a RECEIPT behind `commit` (and behind every reply still waiting), or writes it at
+    /// once when nothing is waiting.
+    fn track(&mut self, commit: Option<Commit>, receipt: Option<ByteStr>) {
+        if commit.is_none() && self.pending.is_empty() {
+            self.receipt(receipt);
+        } else if commit.is_some() || receipt.is_some() {
+            self.pending.push_back(Waiting { commit, receipt });
+        }
+    }
+
+    fn on_durable(
+        &mut self,
+        receipt: Option<ByteStr>,
+        result: Result<(), JournalError>,
+    ) -> Result<(), ClientError> {
+        match result {
+            Ok(()) => {
+                if let Some(r) = receipt {
+                    self.write_receipt(&r);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "journal write failed");
+                let code = if matches!(e, JournalError::DiskFull { .. }) {
+                    "disk-full"
+                } else {
+                    "storage-error"
+                };
+                Err(
+                    ClientError::new(code, format!("the message could not be stored: {e}"))
+                        .with_receipt(receipt.as_ref()),
+                )
+            }
+        }
     }
 
     fn subscribe(
@@ -818,7 +994,7 @@ impl Session {
         transaction: Option<ByteStr>,
         nack: bool,
         requeue: bool,
-    ) -> Result<(), ClientError> {
+    ) -> Result<Option<Commit>, ClientError> {
         // Validate now, so an unknown id is reported at once even inside a transaction.
         self.find_acked(&id, subscription.as_ref())?;
         match transaction {
@@ -837,9 +1013,19 @@ impl Session {
                     nack,
                     requeue,
                 });
-                Ok(())
+                Ok(None)
             }
-            None => self.settle_ack(id, subscription, nack, requeue),
+            None => {
+                let Some((q, consumer, seqs)) = self.take_acked(&id, subscription.as_ref())? else {
+                    return Ok(None);
+                };
+                let (_, commit) = if nack {
+                    q.nack(&*self.broker, consumer, &seqs, requeue)
+                } else {
+                    q.ack(&*self.broker, consumer, &seqs)
+                };
+                Ok(commit)
+            }
         }
     }
 
@@ -895,40 +1081,34 @@ impl Session {
         Err(unknown())
     }
 
-    fn settle_ack(
+    /// Removes what an ACK/NACK id covers from the subscription's unacked list: the message and,
+    /// in `client` mode (cumulative), every earlier one. Ok(None): a topic message.
+    fn take_acked(
         &mut self,
-        id: ByteStr,
-        subscription: Option<ByteStr>,
-        nack: bool,
-        requeue: bool,
-    ) -> Result<(), ClientError> {
-        let Some((consumer, pos)) = self.find_acked(&id, subscription.as_ref())? else {
-            return Ok(());
+        id: &ByteStr,
+        subscription: Option<&ByteStr>,
+    ) -> Result<Option<Acked>, ClientError> {
+        let Some((consumer, pos)) = self.find_acked(id, subscription)? else {
+            return Ok(None);
         };
         let Some(sub) = self.subs.get_mut(&consumer) else {
-            return Ok(());
+            return Ok(None);
         };
-        // `client` mode is cumulative: the message and every earlier one of the subscription.
         let taken: Vec<(u64, u64)> = match sub.ack {
             AckMode::Client => sub.unacked.drain(..=pos).collect(),
             _ => sub.unacked.remove(pos).into_iter().collect(),
         };
         let Target::Queue(q) = sub.target.clone() else {
-            return Ok(());
+            return Ok(None);
         };
-        let seqs: Vec<u64> = taken
+        let seqs = taken
             .iter()
             .map(|(tag, seq)| {
                 self.ack_tags.remove(tag);
                 *seq
             })
             .collect();
-        if nack {
-            q.nack(&*self.broker, consumer, &seqs, requeue);
-        } else {
-            q.ack(&*self.broker, consumer, &seqs);
-        }
-        Ok(())
+        Ok(Some((q, consumer, seqs)))
     }
 
     fn on_event(&mut self, ev: SessionEvent) {
@@ -1072,7 +1252,21 @@ impl Session {
     }
 
     fn receipt(&mut self, receipt: Option<ByteStr>) {
+        if receipt.is_some() && !self.pending.is_empty() {
+            // Keep RECEIPTs in frame order behind the ones waiting for the disk.
+            self.pending.push_back(Waiting {
+                commit: None,
+                receipt,
+            });
+            return;
+        }
         if let Some(r) = receipt {
+            self.write_receipt(&r);
+        }
+    }
+
+    fn write_receipt(&mut self, r: &ByteStr) {
+        {
             let version = self.version.unwrap_or(Version::V1_2);
             let before = self.wbuf.len();
             encode_frame(

@@ -5,37 +5,48 @@
 //! extra hop. The lock is never held across an `.await`; deliveries are pushed into unbounded
 //! channels under it (non-blocking, and bounded in practice by each consumer's credit) so that two
 //! producers cannot reorder what one consumer sees.
+//!
+//! Persistence: for a persistent queue every change is appended to the journal *under the same
+//! lock* that makes it visible, so the journal's order per queue is the order consumers saw: an
+//! ACK record can never precede the ENQUEUE of the message it acknowledges. The append itself only
+//! encodes and hands the bytes to the journal's writer thread; callers await the returned
+//! [`Commit`] (for a RECEIPT) outside the lock.
 
 pub mod state;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use stompd_config::QueuePolicy;
 use stompd_protocol::ByteStr;
 
 use crate::message::{now_ms, Message, SharedMessage};
 use crate::session::{SessionEvent, Sink};
+use crate::storage::{Commit, Journal, Record, StoredMessage};
 pub use state::{
     ConsumerId, ConsumerSpec, Counters, DeadLetter, DeadReason, Delivery, Effects, EnqueueError,
-    Limit, QueueState, QueueStats,
+    Entry, Limit, QueueState, QueueStats,
 };
 
-/// Where a queue's dead letters and durable records go; implemented by the broker so a queue
-/// never needs to know the registry.
+/// Where a queue's dead letters go; implemented by the broker so a queue never needs to know the
+/// registry.
 pub trait QueueHost: Send + Sync {
-    /// Carries out dead letters produced by `from` (outside `from`'s lock).
+    /// Carries out dead letters produced by `from` (outside `from`'s lock). The dead messages'
+    /// removal from `from` is journaled by the queue after this returns, so a crash in between
+    /// leaves a message in both queues, never in neither.
     fn dead_letters(&self, from: &Queue, dead: Vec<DeadLetter>);
 }
 
 pub struct Queue {
-    /// Name without prefix (`orders` for `/queue/orders`).
+    /// Name without prefix (`orders` for `/queue/orders`); the journal's key.
     name: String,
     /// Full destination as clients name it.
     destination: ByteStr,
     /// Set for `/temp-queue/` queues: the session that owns it.
     owner: Option<u64>,
+    /// Set when the queue is persistent.
+    journal: Option<Journal>,
     inner: Mutex<Inner>,
 }
 
@@ -44,17 +55,29 @@ struct Inner {
     sinks: HashMap<ConsumerId, Sink>,
 }
 
+/// A locked queue, for operations that must happen together (a transaction's COMMIT locks every
+/// queue it touches, in a fixed order, and appends one journal batch).
+pub struct QueueGuard<'a> {
+    queue: &'a Queue,
+    inner: MutexGuard<'a, Inner>,
+    fx: Effects,
+    now_ms: u64,
+}
+
 impl Queue {
     pub fn new(
         name: String,
         destination: ByteStr,
         policy: QueuePolicy,
         owner: Option<u64>,
+        journal: Option<Journal>,
     ) -> Arc<Queue> {
+        let journal = if policy.persistent { journal } else { None };
         Arc::new(Queue {
             name,
             destination,
             owner,
+            journal,
             inner: Mutex::new(Inner {
                 state: QueueState::new(policy),
                 sinks: HashMap::new(),
@@ -72,6 +95,10 @@ impl Queue {
 
     pub fn owner(&self) -> Option<u64> {
         self.owner
+    }
+
+    pub fn is_persistent(&self) -> bool {
+        self.journal.is_some()
     }
 
     pub fn policy(&self) -> QueuePolicy {
@@ -116,12 +143,21 @@ impl Queue {
         self.inner.lock().state.stats()
     }
 
-    /// Checks closed state and limits without enqueueing (transactions check every SEND first).
-    pub fn admit(&self, size: u64) -> Result<(), EnqueueError> {
-        self.inner.lock().state.admit(size).map(|_| ())
+    pub fn lock(&self) -> QueueGuard<'_> {
+        QueueGuard {
+            queue: self,
+            inner: self.inner.lock(),
+            fx: Effects::default(),
+            now_ms: now_ms(),
+        }
     }
 
-    pub fn send(&self, host: &dyn QueueHost, msg: Message) -> Result<u64, EnqueueError> {
+    /// Enqueues one message. The commit (persistent queues) resolves when it is on disk.
+    pub fn send(
+        &self,
+        host: &dyn QueueHost,
+        msg: Message,
+    ) -> Result<(u64, Option<Commit>), EnqueueError> {
         self.send_shared(host, Arc::new(msg))
     }
 
@@ -129,50 +165,45 @@ impl Queue {
         &self,
         host: &dyn QueueHost,
         msg: SharedMessage,
-    ) -> Result<u64, EnqueueError> {
-        let mut fx = Effects::default();
-        let seq = {
-            let mut inner = self.inner.lock();
-            let seq = inner.state.enqueue(msg, now_ms(), &mut fx)?;
-            inner.deliver(&self.name, &mut fx);
-            seq
-        };
-        self.finish(host, fx);
-        Ok(seq)
+    ) -> Result<(u64, Option<Commit>), EnqueueError> {
+        let mut g = self.lock();
+        let mut records = Vec::new();
+        let seq = g.enqueue(msg, &mut records)?;
+        let (commit, dead) = g.finish(records);
+        self.after(host, dead);
+        Ok((seq, commit))
     }
 
     pub fn subscribe(&self, host: &dyn QueueHost, spec: ConsumerSpec, sink: Sink) {
-        let mut fx = Effects::default();
-        {
-            let mut inner = self.inner.lock();
-            inner.sinks.insert(spec.id, sink);
-            inner.state.add_consumer(spec, now_ms(), &mut fx);
-            inner.deliver(&self.name, &mut fx);
-        }
-        self.finish(host, fx);
+        let mut g = self.lock();
+        g.inner.sinks.insert(spec.id, sink);
+        let now = g.now_ms;
+        g.inner.state.add_consumer(spec, now, &mut g.fx);
+        let (_, dead) = g.finish(Vec::new());
+        self.after(host, dead);
     }
 
     pub fn unsubscribe(&self, host: &dyn QueueHost, consumer: ConsumerId) {
-        let mut fx = Effects::default();
-        {
-            let mut inner = self.inner.lock();
-            inner.sinks.remove(&consumer);
-            inner.state.remove_consumer(consumer, now_ms(), &mut fx);
-            inner.deliver(&self.name, &mut fx);
-        }
-        self.finish(host, fx);
+        let mut g = self.lock();
+        g.inner.sinks.remove(&consumer);
+        let now = g.now_ms;
+        g.inner.state.remove_consumer(consumer, now, &mut g.fx);
+        let (_, dead) = g.finish(Vec::new());
+        self.after(host, dead);
     }
 
-    pub fn ack(&self, host: &dyn QueueHost, consumer: ConsumerId, seqs: &[u64]) -> usize {
-        let mut fx = Effects::default();
-        let n = {
-            let mut inner = self.inner.lock();
-            let n = inner.state.ack(consumer, seqs, now_ms(), &mut fx);
-            inner.deliver(&self.name, &mut fx);
-            n
-        };
-        self.finish(host, fx);
-        n
+    /// Acknowledges; the commit resolves when the acknowledgement is on disk.
+    pub fn ack(
+        &self,
+        host: &dyn QueueHost,
+        consumer: ConsumerId,
+        seqs: &[u64],
+    ) -> (usize, Option<Commit>) {
+        let mut g = self.lock();
+        let n = g.ack(consumer, seqs);
+        let (commit, dead) = g.finish(Vec::new());
+        self.after(host, dead);
+        (n, commit)
     }
 
     pub fn nack(
@@ -181,27 +212,21 @@ impl Queue {
         consumer: ConsumerId,
         seqs: &[u64],
         requeue: bool,
-    ) -> usize {
-        let mut fx = Effects::default();
-        let n = {
-            let mut inner = self.inner.lock();
-            let n = inner.state.nack(consumer, seqs, requeue, now_ms(), &mut fx);
-            inner.deliver(&self.name, &mut fx);
-            n
-        };
-        self.finish(host, fx);
-        n
+    ) -> (usize, Option<Commit>) {
+        let mut g = self.lock();
+        let n = g.nack(consumer, seqs, requeue);
+        let (commit, dead) = g.finish(Vec::new());
+        self.after(host, dead);
+        (n, commit)
     }
 
     /// Sweeps expired messages; returns the next expiry time, if any.
     pub fn expire(&self, host: &dyn QueueHost, now_ms: u64) -> Option<u64> {
-        let mut fx = Effects::default();
-        let next = {
-            let mut inner = self.inner.lock();
-            inner.state.expire(now_ms, &mut fx);
-            inner.state.next_expiry()
-        };
-        self.finish(host, fx);
+        let mut g = self.lock();
+        g.inner.state.expire(now_ms, &mut g.fx);
+        let next = g.inner.state.next_expiry();
+        let (_, dead) = g.finish(Vec::new());
+        self.after(host, dead);
         next
     }
 
@@ -214,21 +239,31 @@ impl Queue {
     }
 
     pub fn remove(&self, host: &dyn QueueHost, seq: u64) -> bool {
-        let mut fx = Effects::default();
-        let removed = self.inner.lock().state.remove(seq, &mut fx);
-        self.finish(host, fx);
+        let mut g = self.lock();
+        let removed = g.inner.state.remove(seq, &mut g.fx);
+        let (_, dead) = g.finish(Vec::new());
+        self.after(host, dead);
         removed
     }
 
     pub fn purge(&self, host: &dyn QueueHost) -> u64 {
-        let mut fx = Effects::default();
-        let n = self.inner.lock().state.purge(&mut fx);
-        self.finish(host, fx);
+        let mut g = self.lock();
+        let n = g.inner.state.purge(&mut g.fx);
+        let (_, dead) = g.finish(Vec::new());
+        self.after(host, dead);
         n
     }
 
-    pub fn set_closed(&self, closed: bool) {
-        self.inner.lock().state.set_closed(closed);
+    /// Closes the queue to producers (or reopens it); remembered across restarts.
+    pub fn set_closed(&self, closed: bool) -> Option<Commit> {
+        let mut g = self.lock();
+        g.inner.state.set_closed(closed);
+        let record = Record::QueueClosed {
+            queue: self.name.clone(),
+            closed,
+        };
+        let (commit, _) = g.finish(vec![record]);
+        commit
     }
 
     pub fn is_closed(&self) -> bool {
@@ -239,7 +274,36 @@ impl Queue {
         self.inner.lock().state.set_policy(policy);
     }
 
-    /// Tells every consumer its subscription is gone (queue deleted), dropping their credit.
+    /// Puts back messages recovered from the journal (start-up only: no consumers yet).
+    pub fn restore(&self, messages: Vec<StoredMessage>, closed: bool, next_seq: u64) {
+        let mut inner = self.inner.lock();
+        for m in messages {
+            let entry = Entry {
+                seq: m.seq,
+                redeliveries: m.redelivery_count,
+                msg: Arc::new(Message {
+                    destination: self.destination.clone(),
+                    headers: m
+                        .headers
+                        .into_iter()
+                        .map(|(n, v)| (ByteStr::from(n), ByteStr::from(v)))
+                        .collect(),
+                    body: m.body,
+                    priority: m.priority.min(crate::message::MAX_PRIORITY),
+                    timestamp_ms: m.timestamp_ms,
+                    expires_at_ms: m.expires_at_ms,
+                    idempotency_key: m.idempotency_key.map(ByteStr::from),
+                }),
+            };
+            inner.state.restore(entry);
+        }
+        inner.state.restore_next_seq(next_seq);
+        if closed {
+            inner.state.set_closed(true);
+        }
+    }
+
+    /// Tells every consumer its subscription is gone (queue deleted).
     pub fn cancel_consumers(&self, reason: &'static str) {
         let inner = self.inner.lock();
         for (id, sink) in &inner.sinks {
@@ -250,33 +314,148 @@ impl Queue {
         }
     }
 
-    fn finish(&self, host: &dyn QueueHost, fx: Effects) {
-        if !fx.dead.is_empty() {
-            host.dead_letters(self, fx.dead);
+    /// Carries out dead letters, then journals their removal from this queue.
+    pub fn after(&self, host: &dyn QueueHost, dead: Vec<DeadLetter>) {
+        if dead.is_empty() {
+            return;
+        }
+        let seqs: Vec<u64> = dead.iter().map(|d| d.entry.seq).collect();
+        host.dead_letters(self, dead);
+        if let Some(journal) = &self.journal {
+            let records = seqs
+                .into_iter()
+                .map(|seq| Record::Ack {
+                    queue: self.name.clone(),
+                    seq,
+                })
+                .collect();
+            // Not awaited: losing this record in a crash means the message is in both queues.
+            drop(journal.append(records));
         }
     }
 }
 
-impl Inner {
-    /// Hands deliveries to consumers' sessions, in order, under the queue lock.
-    fn deliver(&mut self, queue: &str, fx: &mut Effects) {
-        for (consumer, delivery) in fx.deliveries.drain(..) {
-            match self.sinks.get(&consumer) {
-                Some(sink) => {
-                    if let Err(err) = sink.send(SessionEvent::Deliver { consumer, delivery }) {
-                        // The session ended between its last frame and its unsubscribe: the queue
-                        // gets the message back when that unsubscribe arrives.
-                        if let SessionEvent::Deliver { delivery, .. } = err.0 {
-                            tracing::debug!(
-                                queue,
-                                seq = delivery.seq,
-                                "delivery to a closed session"
-                            );
-                        }
-                    }
-                }
-                None => tracing::warn!(queue, consumer, "delivery to an unknown consumer"),
+impl QueueGuard<'_> {
+    pub fn queue(&self) -> &Queue {
+        self.queue
+    }
+
+    /// Enqueues; for a persistent queue the ENQUEUE record is added to `records`.
+    pub fn enqueue(
+        &mut self,
+        msg: SharedMessage,
+        records: &mut Vec<Record>,
+    ) -> Result<u64, EnqueueError> {
+        let stored = self.queue.journal.is_some().then(|| msg.clone());
+        let seq = self.inner.state.enqueue(msg, self.now_ms, &mut self.fx)?;
+        if let Some(msg) = stored {
+            records.push(Record::Enqueue {
+                queue: self.queue.name.clone(),
+                msg: to_stored(seq, &msg, 0),
+            });
+        }
+        Ok(seq)
+    }
+
+    /// Checks that `messages` totalling `bytes` would all be accepted (transactions check before
+    /// they change anything).
+    pub fn admit_batch(&self, messages: u64, bytes: u64) -> Result<(), EnqueueError> {
+        self.inner.state.admit_batch(messages, bytes)
+    }
+
+    pub fn ack(&mut self, consumer: ConsumerId, seqs: &[u64]) -> usize {
+        self.inner
+            .state
+            .ack(consumer, seqs, self.now_ms, &mut self.fx)
+    }
+
+    pub fn nack(&mut self, consumer: ConsumerId, seqs: &[u64], requeue: bool) -> usize {
+        self.inner
+            .state
+            .nack(consumer, seqs, requeue, self.now_ms, &mut self.fx)
+    }
+
+    /// Hands out deliveries, appends `records` plus the removals and redeliveries of this
+    /// operation to the journal (persistent queues), and returns the dead letters to carry out
+    /// once the lock is released.
+    pub fn finish(mut self, mut records: Vec<Record>) -> (Option<Commit>, Vec<DeadLetter>) {
+        let dead = self.drain_into(&mut records);
+        let commit = match &self.queue.journal {
+            Some(journal) if !records.is_empty() => Some(journal.append(records)),
+            _ => None,
+        };
+        (commit, dead)
+    }
+
+    /// Hands out deliveries and adds this queue's journal records to `records`, keeping the lock:
+    /// a transaction appends the records of every queue it touched as one batch before it lets
+    /// go of any of them.
+    pub fn drain_into(&mut self, records: &mut Vec<Record>) -> Vec<DeadLetter> {
+        self.deliver();
+        let fx = std::mem::take(&mut self.fx);
+        if self.queue.journal.is_some() {
+            self.journal_effects(&fx, records);
+        }
+        fx.dead
+    }
+
+    fn journal_effects(&self, fx: &Effects, records: &mut Vec<Record>) {
+        let name = &self.queue.name;
+        // Dead letters are acked here only after they reach their dead-letter queue.
+        for &seq in &fx.removed {
+            if !fx.dead.iter().any(|d| d.entry.seq == seq) {
+                records.push(Record::Ack {
+                    queue: name.clone(),
+                    seq,
+                });
             }
         }
+        for &(seq, count) in &fx.redelivered {
+            records.push(Record::Redelivered {
+                queue: name.clone(),
+                seq,
+                count,
+            });
+        }
+    }
+
+    /// Hands deliveries to consumers' sessions, in order, under the queue lock.
+    fn deliver(&mut self) {
+        for (consumer, delivery) in self.fx.deliveries.drain(..) {
+            match self.inner.sinks.get(&consumer) {
+                Some(sink) => {
+                    if sink
+                        .send(SessionEvent::Deliver { consumer, delivery })
+                        .is_err()
+                    {
+                        // The session ended between its last frame and its unsubscribe: the queue
+                        // gets the message back when that unsubscribe arrives.
+                        tracing::debug!(queue = self.queue.name, "delivery to a closed session");
+                    }
+                }
+                None => tracing::warn!(
+                    queue = self.queue.name,
+                    consumer,
+                    "delivery to an unknown consumer"
+                ),
+            }
+        }
+    }
+}
+
+fn to_stored(seq: u64, msg: &Message, redeliveries: u32) -> StoredMessage {
+    StoredMessage {
+        seq,
+        priority: msg.priority,
+        timestamp_ms: msg.timestamp_ms,
+        expires_at_ms: msg.expires_at_ms,
+        redelivery_count: redeliveries,
+        idempotency_key: msg.idempotency_key.as_ref().map(|k| k.to_string()),
+        headers: msg
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        body: msg.body.clone(),
     }
 }

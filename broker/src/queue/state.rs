@@ -250,6 +250,19 @@ impl QueueState {
         Ok(self.next_seq)
     }
 
+    /// Like [`QueueState::admit`] for several messages at once (a transaction's SENDs).
+    pub fn admit_batch(&self, messages: u64, bytes: u64) -> Result<(), EnqueueError> {
+        if self.closed {
+            return Err(EnqueueError::Closed);
+        }
+        if self.policy.overflow != Overflow::DropOldest {
+            if let Some(limit) = self.over_limit(messages, bytes) {
+                return Err(EnqueueError::Full(limit));
+            }
+        }
+        Ok(())
+    }
+
     fn over_limit(&self, extra_messages: u64, extra_bytes: u64) -> Option<Limit> {
         let p = &self.policy;
         if p.max_messages > 0 && self.depth() + extra_messages > p.max_messages {

@@ -1,0 +1,210 @@
+//! The state that replaying records builds: queues, their live messages and where each live
+//! message's enqueue record sits on disk, plus per-segment liveness accounting.
+//!
+//! Recovery uses `State<StoredMessage>` (it needs the messages); the writer thread keeps a
+//! `State<()>` (locations only, so memory does not grow with message sizes). Both apply records
+//! with the same code, so what recovery rebuilds is what the writer tracked.
+
+use std::collections::BTreeMap;
+
+use crate::storage::record::{Record, SnapshotQueue, StoredMessage};
+
+/// Where a live message's (latest) enqueue record is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MsgLoc {
+    pub segment: u64,
+    /// Offset of the entry (its header) in the segment.
+    pub entry_offset: u64,
+    /// Encoded size of the enqueue record.
+    pub bytes: u32,
+    /// Current redelivery count (from the enqueue record and later `Redelivered` records).
+    pub redelivery_count: u32,
+}
+
+/// What a state keeps per message besides its location.
+pub(crate) trait Tracked: Sized {
+    fn from_message(msg: StoredMessage) -> Self;
+    fn set_redelivery_count(&mut self, count: u32);
+}
+
+impl Tracked for () {
+    fn from_message(_: StoredMessage) -> Self {}
+    fn set_redelivery_count(&mut self, _: u32) {}
+}
+
+impl Tracked for StoredMessage {
+    fn from_message(msg: StoredMessage) -> Self {
+        msg
+    }
+    fn set_redelivery_count(&mut self, count: u32) {
+        self.redelivery_count = count;
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Live<M> {
+    pub loc: MsgLoc,
+    pub msg: M,
+}
+
+#[derive(Debug)]
+pub(crate) struct QueueState<M> {
+    pub created: bool,
+    pub closed: bool,
+    pub next_seq: u64,
+    pub msgs: BTreeMap<u64, Live<M>>,
+}
+
+impl<M> Default for QueueState<M> {
+    fn default() -> Self {
+        QueueState {
+            created: false,
+            closed: false,
+            next_seq: 0,
+            msgs: BTreeMap::new(),
+        }
+    }
+}
+
+/// Liveness of one segment.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct SegInfo {
+    /// Bytes of the file that hold entries.
+    pub size: u64,
+    pub live_count: u64,
+    pub live_bytes: u64,
+    /// Entry offset -> number of live messages whose enqueue record is in that entry.
+    pub live_entries: BTreeMap<u64, u32>,
+}
+
+#[derive(Debug)]
+pub(crate) struct State<M> {
+    pub queues: BTreeMap<String, QueueState<M>>,
+    pub segments: BTreeMap<u64, SegInfo>,
+    pub live_total: u64,
+}
+
+impl<M> Default for State<M> {
+    fn default() -> Self {
+        State {
+            queues: BTreeMap::new(),
+            segments: BTreeMap::new(),
+            live_total: 0,
+        }
+    }
+}
+
+fn add_live(segments: &mut BTreeMap<u64, SegInfo>, live_total: &mut u64, loc: &MsgLoc) {
+    let seg = segments.entry(loc.segment).or_default();
+    seg.live_count += 1;
+    seg.live_bytes += u64::from(loc.bytes);
+    *seg.live_entries.entry(loc.entry_offset).or_default() += 1;
+    *live_total += 1;
+}
+
+fn remove_live(segments: &mut BTreeMap<u64, SegInfo>, live_total: &mut u64, loc: &MsgLoc) {
+    *live_total = live_total.saturating_sub(1);
+    let Some(seg) = segments.get_mut(&loc.segment) else {
+        return;
+    };
+    seg.live_count = seg.live_count.saturating_sub(1);
+    seg.live_bytes = seg.live_bytes.saturating_sub(u64::from(loc.bytes));
+    if let Some(n) = seg.live_entries.get_mut(&loc.entry_offset) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            seg.live_entries.remove(&loc.entry_offset);
+        }
+    }
+}
+
+impl<M: Tracked> State<M> {
+    /// Applies one record stored in the entry at `entry_offset` of `segment`; `bytes` is the
+    /// record's encoded size.
+    pub fn apply(&mut self, rec: Record, segment: u64, entry_offset: u64, bytes: u32) {
+        match rec {
+            Record::Enqueue { queue, msg } => {
+                let q = self.queues.entry(queue).or_default();
+                let seq = msg.seq;
+                q.next_seq = q.next_seq.max(seq.saturating_add(1));
+                let loc = MsgLoc {
+                    segment,
+                    entry_offset,
+                    bytes,
+                    redelivery_count: msg.redelivery_count,
+                };
+                add_live(&mut self.segments, &mut self.live_total, &loc);
+                let live = Live {
+                    loc,
+                    msg: M::from_message(msg),
+                };
+                if let Some(old) = q.msgs.insert(seq, live) {
+                    remove_live(&mut self.segments, &mut self.live_total, &old.loc);
+                }
+            }
+            Record::Ack { queue, seq } => {
+                if let Some(old) = self
+                    .queues
+                    .get_mut(&queue)
+                    .and_then(|q| q.msgs.remove(&seq))
+                {
+                    remove_live(&mut self.segments, &mut self.live_total, &old.loc);
+                }
+            }
+            Record::Redelivered { queue, seq, count } => {
+                if let Some(live) = self
+                    .queues
+                    .get_mut(&queue)
+                    .and_then(|q| q.msgs.get_mut(&seq))
+                {
+                    live.loc.redelivery_count = count;
+                    live.msg.set_redelivery_count(count);
+                }
+            }
+            Record::QueueClosed { queue, closed } => {
+                self.queues.entry(queue).or_default().closed = closed;
+            }
+            Record::QueueCreated { queue } => {
+                self.queues.entry(queue).or_default().created = true;
+            }
+            Record::QueueDeleted { queue } => {
+                if let Some(q) = self.queues.remove(&queue) {
+                    for live in q.msgs.values() {
+                        remove_live(&mut self.segments, &mut self.live_total, &live.loc);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies a snapshot entry: queue-level state is taken from it (`next_seq` never goes
+    /// back), messages are untouched.
+    pub fn apply_snapshot(&mut self, queues: Vec<SnapshotQueue>) {
+        for s in queues {
+            let q = self.queues.entry(s.name).or_default();
+            q.created = s.created;
+            q.closed = s.closed;
+            q.next_seq = q.next_seq.max(s.next_seq);
+        }
+    }
+
+    /// Queue-level state, for the snapshot entry that starts a new segment.
+    pub fn snapshot(&self) -> Vec<SnapshotQueue> {
+        self.queues
+            .iter()
+            .map(|(name, q)| SnapshotQueue {
+                name: name.clone(),
+                created: q.created,
+                closed: q.closed,
+                next_seq: q.next_seq,
+            })
+            .collect()
+    }
+
+    /// Looks up a live message's location.
+    pub fn loc(&self, queue: &str, seq: u64) -> Option<&MsgLoc> {
+        self.queues
+            .get(queue)
+            .and_then(|q| q.msgs.get(&seq))
+            .map(|l| &l.loc)
+    }
+}
