@@ -67,6 +67,9 @@ pub struct Broker {
     next_id: AtomicU64,
     /// The shared journal of persistent queues; `None` when the broker runs without storage.
     journal: Option<Journal>,
+    /// Live connections and broker-wide traffic counters.
+    pub registry: crate::registry::Registry,
+    pub started_at_ms: u64,
 }
 
 impl Broker {
@@ -94,6 +97,8 @@ impl Broker {
             topics: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             journal,
+            registry: Default::default(),
+            started_at_ms: now_ms(),
         });
         broker.declare_configured();
         if let Some(recovered) = recovered {

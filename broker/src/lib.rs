@@ -9,6 +9,7 @@ pub mod broker;
 pub mod error;
 pub mod message;
 pub mod queue;
+pub mod registry;
 pub mod server;
 pub mod session;
 pub mod storage;

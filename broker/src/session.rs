@@ -36,6 +36,7 @@ use crate::broker::{temp_name, Broker, Destination, Intent, Principal, TEMP_QUEU
 use crate::error::ClientError;
 use crate::message::{now_ms, Message, SharedMessage};
 use crate::queue::{ConsumerId, ConsumerSpec, DeadLetter, Delivery, Queue, QueueHost};
+use crate::registry::SessionHandle;
 use crate::storage::{Commit, JournalError};
 use crate::topic::Topic;
 
@@ -80,9 +81,21 @@ where
 {
     let id = broker.next_id();
     let span = tracing::info_span!("session", id, %peer, login = tracing::field::Empty);
+    let handle = Arc::new(SessionHandle {
+        id,
+        peer,
+        connected_at_ms: now_ms(),
+        counters: Default::default(),
+        subscriptions: Default::default(),
+        login: Default::default(),
+        version: Default::default(),
+        close: shutdown.child_token(),
+    });
+    broker.registry.register(handle.clone());
     async move {
-        let mut session = Session::new(id, broker);
-        session.serve(stream, shutdown).await;
+        let mut session = Session::new(id, broker, handle);
+        let close = session.handle.close.clone();
+        session.serve(stream, close).await;
         session.teardown();
     }
     .instrument(span)
@@ -166,6 +179,7 @@ enum End {
 
 struct Session {
     id: u64,
+    handle: Arc<SessionHandle>,
     broker: Arc<Broker>,
     config: Arc<Config>,
     version: Option<Version>,
@@ -198,7 +212,7 @@ struct Session {
 }
 
 impl Session {
-    fn new(id: u64, broker: Arc<Broker>) -> Session {
+    fn new(id: u64, broker: Arc<Broker>, handle: Arc<SessionHandle>) -> Session {
         let config = broker.config();
         let l = &config.limits;
         let limits = Limits {
@@ -211,6 +225,7 @@ impl Session {
         let now = Instant::now();
         Session {
             id,
+            handle,
             broker,
             config,
             version: None,
@@ -265,6 +280,7 @@ impl Session {
                         Ok(0) | Err(_) => break End::Gone,
                         Ok(n) => {
                             self.written += n as u64;
+                            self.handle.counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
                             self.last_write = Instant::now();
                             stalled_since = None;
                             self.settle_auto_acks();
@@ -287,7 +303,8 @@ impl Session {
                             tracing::debug!(error = %e, "read failed");
                             break End::Gone;
                         }
-                        Ok(_) => {
+                        Ok(n) => {
+                            self.handle.counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                             self.last_read = Instant::now();
                             match self.process_input() {
                                 Ok(true) => {}
@@ -414,6 +431,10 @@ impl Session {
             match self.codec.decode(&mut self.rbuf) {
                 Ok(Some(Inbound::HeartBeat)) => {}
                 Ok(Some(Inbound::Frame(frame))) => {
+                    self.handle
+                        .counters
+                        .frames_in
+                        .fetch_add(1, Ordering::Relaxed);
                     if !self.on_frame(frame)? {
                         return Ok(false);
                     }
@@ -480,6 +501,7 @@ impl Session {
         self.version = Some(version);
         self.codec.set_version(version);
         self.rearm_timer = true;
+        *self.handle.version.lock() = Some(version.as_str());
 
         let session = format!("stompd-{}", self.id);
         let server = format!("{}/{}", self.config.server.name, env!("CARGO_PKG_VERSION"));
@@ -494,7 +516,7 @@ impl Session {
         }
         let before = self.wbuf.len();
         encode_frame(&mut self.wbuf, version, Command::Connected, headers, b"");
-        self.appended += (self.wbuf.len() - before) as u64;
+        self.note_frame(before);
         tracing::info!(
             version = version.as_str(),
             login = %self.principal.name,
@@ -519,6 +541,7 @@ impl Session {
             };
         }
         tracing::Span::current().record("login", self.principal.name.as_str());
+        *self.handle.login.lock() = Some(self.principal.name.clone());
         Ok(())
     }
 
@@ -912,6 +935,7 @@ impl Session {
                     },
                 );
                 self.subs_by_id.insert(id, consumer);
+                self.handle.subscriptions.fetch_add(1, Ordering::Relaxed);
                 q.subscribe(
                     &*self.broker,
                     ConsumerSpec {
@@ -934,6 +958,7 @@ impl Session {
                     },
                 );
                 self.subs_by_id.insert(id, consumer);
+                self.handle.subscriptions.fetch_add(1, Ordering::Relaxed);
                 t.subscribe(consumer, self.tx.clone(), pending, max_unacked);
             }
         }
@@ -970,7 +995,7 @@ impl Session {
             ],
             b"",
         );
-        self.appended += (self.wbuf.len() - before) as u64;
+        self.note_frame(before);
         Ok(())
     }
 
@@ -978,6 +1003,7 @@ impl Session {
         let Some(sub) = self.subs.remove(&consumer) else {
             return;
         };
+        self.handle.subscriptions.fetch_sub(1, Ordering::Relaxed);
         for (tag, _) in &sub.unacked {
             self.ack_tags.remove(tag);
         }
@@ -1153,8 +1179,9 @@ impl Session {
                     &delivery,
                     count,
                 );
-                self.appended += (self.wbuf.len() - before) as u64;
-                if sub.ack == AckMode::Auto {
+                let auto = sub.ack == AckMode::Auto;
+                self.note_frame(before);
+                if auto {
                     self.unsettled
                         .push_back((self.appended, consumer, delivery.seq));
                 }
@@ -1193,12 +1220,13 @@ impl Session {
                     &delivery,
                     None,
                 );
-                self.appended += (self.wbuf.len() - before) as u64;
+                self.note_frame(before);
             }
             SessionEvent::Cancelled { consumer, reason } => {
                 let Some(sub) = self.subs.remove(&consumer) else {
                     return;
                 };
+                self.handle.subscriptions.fetch_sub(1, Ordering::Relaxed);
                 self.subs_by_id.remove(&sub.client_id);
                 for (tag, _) in &sub.unacked {
                     self.ack_tags.remove(tag);
@@ -1222,7 +1250,7 @@ impl Session {
                     ],
                     b"",
                 );
-                self.appended += (self.wbuf.len() - before) as u64;
+                self.note_frame(before);
             }
         }
     }
@@ -1276,7 +1304,7 @@ impl Session {
                 [("receipt-id", r.as_str())],
                 b"",
             );
-            self.appended += (self.wbuf.len() - before) as u64;
+            self.note_frame(before);
         }
     }
 
@@ -1299,7 +1327,16 @@ impl Session {
             headers,
             body.as_bytes(),
         );
+        self.note_frame(before);
+    }
+
+    /// Accounts for a frame just encoded after `before` bytes of the write buffer.
+    fn note_frame(&mut self, before: usize) {
         self.appended += (self.wbuf.len() - before) as u64;
+        self.handle
+            .counters
+            .frames_out
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     fn push_bytes(&mut self, bytes: &[u8]) {
@@ -1317,6 +1354,7 @@ impl Session {
         self.txs.clear();
         self.rx.close();
         self.broker.drop_temp_queues(self.id);
+        self.broker.registry.unregister(self.id);
         tracing::debug!("session closed");
     }
 }
