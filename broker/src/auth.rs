@@ -141,6 +141,20 @@ impl Authenticator {
         })
     }
 
+    /// An authenticator that lets nobody in (no users, no anonymous access): a safe stand-in
+    /// where a configuration's users cannot be parsed and the caller must not fail.
+    pub fn locked() -> Authenticator {
+        Authenticator {
+            anonymous: false,
+            failure_delay: AuthConfig::default().failure_delay(),
+            users: HashMap::new(),
+            dummy: default_dummy(),
+            rules: Vec::new(),
+            #[cfg(test)]
+            dummy_verifications: Default::default(),
+        }
+    }
+
     /// Checks a CONNECT's `login` and `passcode`. CPU-heavy when a login is given (an argon2
     /// verification): call it from [`tokio::task::spawn_blocking`], or use [`Self::login`].
     ///
@@ -324,26 +338,38 @@ pub fn hash_password(password: &str) -> String {
 /// when stdin is a terminal, else the first line of stdin (without its line ending). Refuses an
 /// empty password.
 pub fn read_password() -> std::io::Result<String> {
-    use std::io::{BufRead, IsTerminal};
-    let invalid = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, m.to_owned());
-    let password = if std::io::stdin().is_terminal() {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password("Password: ")?;
         let again = rpassword::prompt_password("Again: ")?;
         if first != again {
-            return Err(invalid("the passwords differ"));
+            return Err(invalid_password("the passwords differ"));
         }
-        first
+        non_empty(first)
     } else {
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line)?;
-        let trimmed = line.trim_end_matches(['\n', '\r']).len();
-        line.truncate(trimmed);
-        line
-    };
+        first_line(std::io::stdin().lock())
+    }
+}
+
+/// The first line of `input` without its line ending (`\n` or `\r\n`); other whitespace is
+/// part of the password.
+fn first_line(mut input: impl std::io::BufRead) -> std::io::Result<String> {
+    let mut line = String::new();
+    input.read_line(&mut line)?;
+    let end = line.trim_end_matches(['\n', '\r']).len();
+    line.truncate(end);
+    non_empty(line)
+}
+
+fn non_empty(password: String) -> std::io::Result<String> {
     if password.is_empty() {
-        return Err(invalid("empty password"));
+        return Err(invalid_password("empty password"));
     }
     Ok(password)
+}
+
+fn invalid_password(message: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, message.to_owned())
 }
 
 #[cfg(test)]
@@ -490,6 +516,14 @@ mod tests {
     }
 
     #[test]
+    fn locked_lets_nobody_in() {
+        let auth = Authenticator::locked();
+        assert!(auth.authenticate(None, None).is_err());
+        assert!(auth.authenticate(Some("root"), Some("")).is_err());
+        assert!(auth.authenticate_cert("root").is_err());
+    }
+
+    #[test]
     fn without_users_an_open_broker_ignores_logins() {
         let auth = Authenticator::new(&config(true, vec![], vec![])).unwrap();
         let p = auth.authenticate(Some("guest"), Some("guest")).unwrap();
@@ -560,6 +594,15 @@ mod tests {
         assert!(auth
             .authenticate(Some("carol"), Some("correct horsE"))
             .is_err());
+    }
+
+    #[test]
+    fn password_from_the_first_line_of_input() {
+        assert_eq!(first_line(&b"s3cret\r\nsecond"[..]).unwrap(), "s3cret");
+        assert_eq!(first_line(&b" spaced pw \n"[..]).unwrap(), " spaced pw ");
+        assert_eq!(first_line(&b"no newline"[..]).unwrap(), "no newline");
+        assert!(first_line(&b"\n"[..]).is_err());
+        assert!(first_line(&b""[..]).is_err());
     }
 
     #[test]

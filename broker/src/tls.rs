@@ -146,6 +146,11 @@ pub fn server_config(tls: &TlsListenerConfig) -> Result<Arc<ServerConfig>, TlsEr
     Ok(Arc::new(config))
 }
 
+/// [`server_config`] as the acceptor [`serve_tls`] takes.
+pub fn acceptor(tls: &TlsListenerConfig) -> Result<TlsAcceptor, TlsError> {
+    server_config(tls).map(TlsAcceptor::from)
+}
+
 /// Accepts STOMP-over-TLS connections until `shutdown` is cancelled; like
 /// [`crate::server::serve_stomp`], with the TLS handshake inside each connection's task, bounded
 /// by `server.connect_timeout_ms` and abandoned at shutdown.
