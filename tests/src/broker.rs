@@ -125,6 +125,16 @@ pub fn listening_addrs(log: &str) -> Vec<SocketAddr> {
     out
 }
 
+/// The resident set size of process `pid` in KiB, from `VmRSS` in `/proc/PID/status` (Linux);
+/// `None` if unavailable.
+pub fn rss_kib_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// How to start a [`Broker`].
 #[derive(Clone, Debug)]
 pub struct BrokerBuilder {
@@ -298,6 +308,18 @@ impl Broker {
     /// Every STOMP listener's address, in the order they were logged.
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// True while the current run's process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child.is_some() && self.try_status().is_none()
+    }
+
+    /// The resident set size of the current run's process in KiB (`VmRSS` in
+    /// `/proc/PID/status`); `None` where that file is unavailable or the process is gone.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        rss_kib_of(pid)
     }
 
     /// The process id of the current run.

@@ -72,6 +72,55 @@ impl Client {
         }
     }
 
+    /// Opens a raw TCP connection (no STOMP handshake), returning the error instead of
+    /// panicking (for clients that reconnect to a broker that may be down).
+    pub fn try_connect(addr: SocketAddr, timeout: Duration) -> io::Result<Client> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(TIMEOUT))?;
+        Ok(Client {
+            stream,
+            codec: StompCodec::client(Limits::default()),
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            pending: VecDeque::new(),
+            closed: false,
+            heartbeats: 0,
+            last_heartbeat: None,
+            next_receipt: 0,
+            connected: None,
+        })
+    }
+
+    /// Connects and completes a STOMP 1.2 handshake without panicking: any failure (refused,
+    /// closed, ERROR, no answer within `timeout`) is returned as a description.
+    pub fn try_connect_v12(addr: SocketAddr, timeout: Duration) -> Result<Client, String> {
+        let mut c = Client::try_connect(addr, timeout).map_err(|e| format!("connect: {e}"))?;
+        let f = Frame::new(Command::Connect)
+            .with_header("accept-version", "1.2")
+            .with_header("host", "localhost");
+        c.try_send(&f).map_err(|e| format!("write CONNECT: {e}"))?;
+        match c.recv(timeout) {
+            Some(reply) if reply.command == Command::Connected => {
+                c.codec.set_version(Version::V1_2);
+                c.connected = Some(reply);
+                Ok(c)
+            }
+            Some(reply) => Err(format!("CONNECT answered with {}", describe(&reply))),
+            None => Err(format!(
+                "no CONNECTED within {timeout:?} (closed: {})",
+                c.closed
+            )),
+        }
+    }
+
+    /// Sets the socket's write timeout (a write that blocks longer fails with `WouldBlock` or
+    /// `TimedOut`).
+    pub fn set_write_timeout(&self, timeout: Duration) {
+        self.stream
+            .set_write_timeout(Some(timeout))
+            .expect("set_write_timeout");
+    }
+
     /// Connects and completes a STOMP 1.2 handshake (`accept-version:1.2`, `host:localhost`).
     ///
     /// # Panics
@@ -324,6 +373,13 @@ impl Client {
     /// Waits for RECEIPT `receipt-id:id`; frames that arrive first are kept for `recv`.
     #[track_caller]
     pub fn wait_receipt(&mut self, id: &str, timeout: Duration) -> Frame {
+        self.try_wait_receipt(id, timeout)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Client::wait_receipt`], returning what went wrong (an ERROR, a close, a timeout)
+    /// instead of panicking.
+    pub fn try_wait_receipt(&mut self, id: &str, timeout: Duration) -> Result<Frame, String> {
         let deadline = Instant::now() + timeout;
         let mut aside = Vec::new();
         let result = loop {
@@ -352,7 +408,7 @@ impl Client {
         for f in aside.into_iter().rev() {
             self.pending.push_front(f);
         }
-        result.unwrap_or_else(|e| panic!("{e}"))
+        result
     }
 
     /// SUBSCRIBE without a receipt.
