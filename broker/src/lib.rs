@@ -5,6 +5,7 @@
 //! [`topic`]s; a queue's logic is the synchronous [`queue::state::QueueState`].
 
 pub mod auth;
+pub mod bench;
 pub mod broker;
 pub mod error;
 pub mod message;

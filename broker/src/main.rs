@@ -31,6 +31,8 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Print the embedded default configuration, every key commented.
     PrintConfig,
+    /// Load generator: run benchmark scenarios against any STOMP broker (see BENCHMARKS.md).
+    Bench(Box<stompd::bench::BenchArgs>),
 }
 
 #[derive(Args)]
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Some(Command::Bench(args)) => stompd::bench::main(*args),
         Some(Command::PrintConfig) => {
             let _ = std::io::stdout().write_all(DEFAULT_CONFIG.as_bytes());
             ExitCode::SUCCESS
