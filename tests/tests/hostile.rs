@@ -429,7 +429,7 @@ fn endless_lines(addr: SocketAddr, report: &Report) {
                     "command line"
                 };
                 let (written, answered, closed) = endless(s, head, CAP);
-                if !answered.is_some_and(|a| a < BOUND) || !closed {
+                if answered.is_none_or(|a| a >= BOUND) || !closed {
                     report.fail(format!(
                         "endless {what}: wrote {written} bytes, first answer (ERROR or close) \
                          after {answered:?} bytes, closed: {closed} (the header line limit is \
