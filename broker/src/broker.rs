@@ -11,11 +11,13 @@ use parking_lot::RwLock;
 use stompd_config::{Config, QueuePolicy};
 use stompd_protocol::ByteStr;
 
+use crate::auth::Authenticator;
 use crate::error::ClientError;
 use crate::message::{now_ms, Message};
 use crate::queue::{DeadLetter, Queue, QueueHost};
 use crate::storage::{Journal, Record, Recovered};
 use crate::topic::Topic;
+use stompd_config::Permission;
 
 pub const QUEUE_PREFIX: &str = "/queue/";
 pub const TOPIC_PREFIX: &str = "/topic/";
@@ -69,6 +71,8 @@ pub struct Broker {
     journal: Option<Journal>,
     /// Live connections and broker-wide traffic counters.
     pub registry: crate::registry::Registry,
+    /// Swapped as a whole on reload.
+    auth: RwLock<Arc<Authenticator>>,
     pub started_at_ms: u64,
 }
 
@@ -91,6 +95,8 @@ impl Broker {
             Some((j, r)) => (Some(j), Some(r)),
             None => (None, None),
         };
+        // main.rs refuses a bad configuration before this; a broker built in code fails closed.
+        let auth = Authenticator::new(&config.auth).unwrap_or_else(|_| Authenticator::locked());
         let broker = Arc::new(Broker {
             config: RwLock::new(Arc::new(config)),
             queues: RwLock::new(HashMap::new()),
@@ -98,6 +104,7 @@ impl Broker {
             next_id: AtomicU64::new(1),
             journal,
             registry: Default::default(),
+            auth: RwLock::new(Arc::new(auth)),
             started_at_ms: now_ms(),
         });
         broker.declare_configured();
@@ -105,6 +112,10 @@ impl Broker {
             broker.restore(recovered, after_crash);
         }
         broker
+    }
+
+    pub fn authenticator(&self) -> Arc<Authenticator> {
+        self.auth.read().clone()
     }
 
     pub fn journal(&self) -> Option<&Journal> {
@@ -231,6 +242,25 @@ impl Broker {
         intent: Intent,
         session: u64,
     ) -> Result<Destination, ClientError> {
+        if !destination.starts_with(TEMP_QUEUE_PREFIX) {
+            // Temporary queues are private to their connection and reached through reply-to;
+            // the access rules cover every other destination.
+            let perm = match intent {
+                Intent::Read => Permission::Read,
+                Intent::Write => Permission::Write,
+            };
+            if !self.authenticator().authorize(principal, destination, perm) {
+                let verb = if intent == Intent::Read {
+                    "read from"
+                } else {
+                    "write to"
+                };
+                return Err(ClientError::new(
+                    "access-denied",
+                    format!("{} may not {verb} {destination}", principal.name),
+                ));
+            }
+        }
         if let Some(name) = destination.strip_prefix(QUEUE_PREFIX) {
             check_name(destination, name)?;
             let queue = match self.queue(destination) {
@@ -306,7 +336,11 @@ impl Broker {
                 ),
             ));
         };
-        if !rule.who.iter().any(|w| principal.matches(w)) {
+        if !rule.who.iter().any(|w| principal.matches(w))
+            || !self
+                .authenticator()
+                .authorize(principal, destination, Permission::Create)
+        {
             return Err(ClientError::new(
                 "access-denied",
                 format!("{} may not create {destination}", principal.name),
@@ -357,7 +391,11 @@ impl Broker {
                 ),
             ));
         };
-        if !rule.who.iter().any(|w| principal.matches(w)) {
+        if !rule.who.iter().any(|w| principal.matches(w))
+            || !self
+                .authenticator()
+                .authorize(principal, destination, Permission::Create)
+        {
             return Err(ClientError::new(
                 "access-denied",
                 format!("{} may not create {destination}", principal.name),
@@ -396,6 +434,85 @@ impl Broker {
                 )
             })
             .clone()
+    }
+
+    /// Creates `/queue/NAME` at run time (admin API) with the policy the configuration gives that
+    /// name: a `[queues.NAME]` table or the first matching `[[auto_create]]` rule. Codes:
+    /// `bad-destination` (invalid name), `queue-exists`, `unknown-destination` (no rule allows it).
+    pub fn declare_queue(&self, name: &str) -> Result<Arc<Queue>, ClientError> {
+        let destination = format!("{QUEUE_PREFIX}{name}");
+        check_name(&destination, name)?;
+        let config = self.config();
+        let Some(policy) = config.resolve_queue(name) else {
+            return Err(ClientError::new(
+                "unknown-destination",
+                format!("queue {destination} is not configured and no auto_create rule matches it"),
+            ));
+        };
+        let mut queues = self.queues.write();
+        if queues.contains_key(&destination) {
+            return Err(ClientError::new(
+                "queue-exists",
+                format!("queue {destination} already exists"),
+            ));
+        }
+        let queue = Queue::new(
+            name.to_owned(),
+            ByteStr::from(destination.clone()),
+            policy,
+            None,
+            self.journal.clone(),
+        );
+        queues.insert(destination, queue.clone());
+        drop(queues);
+        if let Some(journal) = self.journal.as_ref().filter(|_| queue.is_persistent()) {
+            drop(journal.append(vec![Record::QueueCreated {
+                queue: name.to_owned(),
+            }]));
+        }
+        Ok(queue)
+    }
+
+    /// Deletes a run-time `/queue/` queue (admin API): it leaves the registry, its consumers are
+    /// cancelled, and a persistent one journals `QueueDeleted` (the returned commit resolves when
+    /// that is durable). Configured queues (`[queues.NAME]`) and temporary queues are refused
+    /// (`queue-configured`, `bad-destination`); an unknown one is `unknown-destination`.
+    pub fn delete_queue(
+        &self,
+        destination: &str,
+    ) -> Result<(Arc<Queue>, Option<crate::storage::Commit>), ClientError> {
+        let Some(name) = destination.strip_prefix(QUEUE_PREFIX) else {
+            return Err(ClientError::new(
+                "bad-destination",
+                format!("only {QUEUE_PREFIX}NAME queues can be deleted, not {destination}"),
+            ));
+        };
+        if self.config().queues.contains_key(name) {
+            return Err(ClientError::new(
+                "queue-configured",
+                format!(
+                    "queue {destination} is configured; remove it from the configuration instead"
+                ),
+            ));
+        }
+        let Some(queue) = self.queues.write().remove(destination) else {
+            return Err(ClientError::new(
+                "unknown-destination",
+                format!("queue {destination} does not exist"),
+            ));
+        };
+        queue.cancel_consumers("queue deleted");
+        let commit = self
+            .journal
+            .as_ref()
+            .filter(|_| queue.is_persistent())
+            .map(|journal| {
+                journal.append(vec![Record::QueueDeleted {
+                    queue: name.to_owned(),
+                }])
+            });
+        tracing::info!(destination, "queue deleted");
+        Ok((queue, commit))
     }
 
     /// Removes a session's temporary queues when it closes; their consumers are told.

@@ -31,6 +31,9 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Print the embedded default configuration, every key commented.
     PrintConfig,
+    /// Read a password (from the terminal without echo, asked twice; else the first line of
+    /// stdin) and print its argon2id hash for `auth.users[].password_hash`.
+    HashPassword,
     /// Load generator: run benchmark scenarios against any STOMP broker (see BENCHMARKS.md).
     Bench(Box<stompd::bench::BenchArgs>),
 }
@@ -46,6 +49,10 @@ struct RunArgs {
     /// STOMP-over-WebSocket listener address; repeat for several. Replaces `websocket.listen`.
     #[arg(long, value_name = "ADDR")]
     ws_listen: Vec<SocketAddr>,
+    /// Admin HTTP listener address (JSON API, /metrics, dashboard); repeat for several.
+    /// Replaces `admin.listen`.
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Vec<SocketAddr>,
     /// Storage directory. Replaces `storage.dir`.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -66,7 +73,30 @@ enum LogFormatArg {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::CheckConfig { file }) => match Config::load(&file) {
+        Some(Command::HashPassword) => match stompd::auth::read_password() {
+            Ok(password) => {
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "{}",
+                    stompd::auth::hash_password(&password)
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "stompd hash-password: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Some(Command::CheckConfig { file }) => match Config::load(&file).and_then(|c| {
+            stompd::auth::Authenticator::new(&c.auth).map_err(|e| stompd_config::ConfigError {
+                file: file.clone(),
+                line: None,
+                column: None,
+                key: None,
+                message: e.to_string(),
+            })?;
+            Ok(c)
+        }) {
             Ok(_) => {
                 let _ = writeln!(std::io::stdout(), "{}: ok", file.display());
                 ExitCode::SUCCESS
@@ -103,6 +133,9 @@ fn load_config(args: &RunArgs) -> anyhow::Result<Config> {
     if !args.ws_listen.is_empty() {
         config.websocket.listen = args.ws_listen.clone();
     }
+    if !args.admin_listen.is_empty() {
+        config.admin.listen = args.admin_listen.clone();
+    }
     if let Some(dir) = &args.data_dir {
         config.storage.dir = dir.clone();
     }
@@ -138,6 +171,8 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
     init_logging(&config)?;
+    // A password hash that does not parse is a configuration error, not a locked broker.
+    stompd::auth::Authenticator::new(&config.auth).context("invalid [auth] configuration")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("stompd")
@@ -191,12 +226,27 @@ async fn serve(config: Config, storage: (Journal, Recovered, bool)) -> anyhow::R
     let grace = config.server.shutdown_grace();
     let listen = config.server.listen.clone();
     let config_ws_listen = config.websocket.listen.clone();
+    let tls_configs = config.tls.clone();
     let data_dir = config.storage.dir.clone();
     let (journal, recovered, after_crash) = storage;
     let broker = Broker::with_storage(config, Some((journal, recovered)), after_crash);
     let ws_listen = config_ws_listen;
     let listeners = server::bind_all(&listen, "stomp").await?;
     let ws_listeners = server::bind_all(&ws_listen, "websocket").await?;
+    let admin_listen = broker.config().admin.listen.clone();
+    if admin_listen.iter().any(|a| !a.ip().is_loopback()) && broker.config().auth.users.is_empty() {
+        tracing::warn!("the admin listener is reachable beyond loopback and no [[auth.users]] are configured: anyone who reaches it can purge queues");
+    }
+    let admin_listeners = server::bind_all(&admin_listen, "admin").await?;
+    let mut tls_listeners = Vec::new();
+    for t in &tls_configs {
+        let acceptor =
+            stompd::tls::acceptor(t).with_context(|| format!("[[tls]] listener {}", t.listen))?;
+        let mut bound = server::bind_all(std::slice::from_ref(&t.listen), "stomp+tls").await?;
+        if let Some(l) = bound.pop() {
+            tls_listeners.push((l, acceptor));
+        }
+    }
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -211,6 +261,16 @@ async fn serve(config: Config, storage: (Journal, Recovered, bool)) -> anyhow::R
             tracker.clone(),
         )));
     }
+    for (listener, acceptor) in tls_listeners {
+        accept_loops.push(tokio::spawn(stompd::tls::serve_tls(
+            listener,
+            acceptor,
+            broker.clone(),
+            counter.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        )));
+    }
     for listener in ws_listeners {
         accept_loops.push(tokio::spawn(stompd::ws::serve_ws(
             listener,
@@ -219,6 +279,10 @@ async fn serve(config: Config, storage: (Journal, Recovered, bool)) -> anyhow::R
             shutdown.clone(),
             tracker.clone(),
         )));
+    }
+    if !admin_listeners.is_empty() {
+        accept_loops
+            .extend(stompd::admin::Admin::new(broker.clone()).start(admin_listeners, &shutdown));
     }
     let sweeper = {
         let broker = broker.clone();

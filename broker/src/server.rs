@@ -116,7 +116,7 @@ pub async fn serve_stomp(
             match slot {
                 Ok(_slot) => {
                     let _ = stream.set_nodelay(true);
-                    session::run(stream, peer, broker, shutdown).await;
+                    session::run(stream, peer, None, broker, shutdown).await;
                 }
                 Err(reason) => refuse(stream, peer, reason).await,
             }

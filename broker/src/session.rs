@@ -70,13 +70,22 @@ const EVENTS_PER_TURN: usize = 1024;
 /// How long a closing connection is read (and discarded) after our FIN so the ERROR is not lost
 /// to a reset.
 const LINGER: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 64 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 
 pub const SUPPORTED_VERSIONS: &str = "1.0,1.1,1.2";
 
 /// Runs one connection to its end.
-pub async fn run<S>(stream: S, peer: SocketAddr, broker: Arc<Broker>, shutdown: CancellationToken)
-where
+///
+/// `cert_cn`: the common name of a verified client certificate (TLS listeners), which logs the
+/// client in as the user of that name.
+pub async fn run<S>(
+    stream: S,
+    peer: SocketAddr,
+    cert_cn: Option<String>,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
     let id = broker.next_id();
@@ -94,6 +103,8 @@ where
     broker.registry.register(handle.clone());
     async move {
         let mut session = Session::new(id, broker, handle);
+        session.peer = peer;
+        session.cert_cn = cert_cn;
         let close = session.handle.close.clone();
         session.serve(stream, close).await;
         session.teardown();
@@ -177,8 +188,19 @@ enum End {
     Graceful,
 }
 
+/// A CONNECT that passed its syntax checks and waits for authentication.
+struct ConnectRequest {
+    version: Version,
+    login: Option<String>,
+    passcode: Option<String>,
+    heart_beat: HeartBeat,
+}
+
 struct Session {
     id: u64,
+    peer: SocketAddr,
+    cert_cn: Option<String>,
+    connect_req: Option<ConnectRequest>,
     handle: Arc<SessionHandle>,
     broker: Arc<Broker>,
     config: Arc<Config>,
@@ -225,6 +247,9 @@ impl Session {
         let now = Instant::now();
         Session {
             id,
+            peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+            cert_cn: None,
+            connect_req: None,
             handle,
             broker,
             config,
@@ -269,6 +294,14 @@ impl Session {
 
         let end = loop {
             let can_take = self.wbuf.len() < outbox_limit;
+            if !self.wbuf.is_empty() {
+                // Output is waiting: make sure the timer wakes us to check for a stalled reader,
+                // even when no heart-beat keeps it short.
+                let check = Instant::now() + write_timeout.min(Duration::from_secs(1));
+                if timer.deadline() > check {
+                    timer.as_mut().reset(check);
+                }
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
@@ -306,7 +339,22 @@ impl Session {
                         Ok(n) => {
                             self.handle.counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                             self.last_read = Instant::now();
-                            match self.process_input() {
+                            let mut outcome = self.process_input();
+                            if let (Ok(true), Some(req)) = (&outcome, self.connect_req.take()) {
+                                let login = tokio::select! {
+                                    _ = shutdown.cancelled() => Err(ClientError::new("shutting-down", "server shutting down")),
+                                    _ = tokio::time::sleep_until(connect_deadline) => Err(ClientError::new("connect-timeout", "authentication did not complete in time")),
+                                    r = self.login(&req) => r,
+                                };
+                                outcome = match login {
+                                    Ok(principal) => {
+                                        self.complete_connect(req, principal);
+                                        self.process_input()
+                                    }
+                                    Err(e) => Err(e),
+                                };
+                            }
+                            match outcome {
                                 Ok(true) => {}
                                 Ok(false) => break End::Graceful,
                                 Err(err) => {
@@ -340,8 +388,12 @@ impl Session {
                 _ = &mut timer => {
                     let now = Instant::now();
                     if self.version.is_none() {
-                        tracing::info!("no CONNECT within the connect timeout; closing");
-                        break End::Gone;
+                        if now >= connect_deadline {
+                            tracing::info!("no CONNECT within the connect timeout; closing");
+                            break End::Gone;
+                        }
+                        timer.as_mut().reset(connect_deadline);
+                        continue;
                     }
                     if let Some(every) = self.expect_every {
                         let limit = every.mul_f64(self.config.heartbeat.grace.max(1.0));
@@ -394,12 +446,15 @@ impl Session {
             };
             if tokio::time::timeout(write_timeout, flush).await.is_ok() {
                 self.settle_auto_acks();
+                // Bounded in time and bytes: a client that keeps blasting is simply cut off.
                 let mut sink = [0u8; 4096];
                 let _ = tokio::time::timeout(LINGER, async {
+                    let mut left = LINGER_BYTES;
                     while let Ok(n) = reader.read(&mut sink).await {
-                        if n == 0 {
+                        if n == 0 || n >= left {
                             break;
                         }
+                        left -= n;
                     }
                 })
                 .await;
@@ -428,6 +483,10 @@ impl Session {
     /// Decodes and handles every complete frame in the read buffer. Ok(false) = close gracefully.
     fn process_input(&mut self) -> Result<bool, ClientError> {
         loop {
+            if self.connect_req.is_some() {
+                // Frames after CONNECT wait until the client is authenticated.
+                return Ok(true);
+            }
             match self.codec.decode(&mut self.rbuf) {
                 Ok(Some(Inbound::HeartBeat)) => {}
                 Ok(Some(Inbound::Frame(frame))) => {
@@ -478,13 +537,60 @@ impl Session {
         })?;
         // Check the handshake with the negotiated version's rules.
         let ClientFrame::Connect {
-            login, heart_beat, ..
+            login,
+            passcode,
+            heart_beat,
+            ..
         } = ClientFrame::from_frame(frame, version)?
         else {
             return Err(ClientError::new("bad-frame", "malformed CONNECT frame"));
         };
-        self.authenticate(login.as_ref().map(ByteStr::as_str))?;
+        self.connect_req = Some(ConnectRequest {
+            version,
+            login: login.map(|l| l.to_string()),
+            passcode: passcode.map(|p| p.to_string()),
+            heart_beat,
+        });
+        Ok(())
+    }
 
+    /// Checks the CONNECT's credentials (a certificate, login and passcode, or anonymous access
+    /// where the configuration allows it).
+    async fn login(&self, req: &ConnectRequest) -> Result<Principal, ClientError> {
+        let auth = self.broker.authenticator();
+        if auth.is_open() && !self.peer.ip().is_loopback() {
+            // A broker without access rules serves only this machine.
+            tracing::info!(peer = %self.peer, "refused: no access rules, and the peer is not on loopback");
+            return Err(ClientError::new(
+                "access-denied",
+                "authentication failed: this broker has no access rules and accepts only loopback clients",
+            ));
+        }
+        match auth
+            .login(
+                self.cert_cn.clone(),
+                req.login.clone(),
+                req.passcode.clone(),
+            )
+            .await
+        {
+            Ok(p) => Ok(p),
+            Err(_) => {
+                tracing::info!(peer = %self.peer, login = ?req.login, "authentication failed");
+                Err(ClientError::new("access-denied", "authentication failed"))
+            }
+        }
+    }
+
+    fn complete_connect(&mut self, req: ConnectRequest, principal: Principal) {
+        let ConnectRequest {
+            version,
+            heart_beat,
+            ..
+        } = req;
+        self.principal = principal;
+        tracing::Span::current().record("login", self.principal.name.as_str());
+        *self.handle.login.lock() = Some(self.principal.name.clone());
         let hb = &self.config.heartbeat;
         let ours = HeartBeat {
             cx: hb.send_ms.min(u32::MAX as u64) as u32,
@@ -524,25 +630,6 @@ impl Session {
             expect_heartbeat_ms = self.expect_every.map(|d| d.as_millis() as u64),
             "connected"
         );
-        Ok(())
-    }
-
-    fn authenticate(&mut self, login: Option<&str>) -> Result<(), ClientError> {
-        // Users and passwords arrive with the security issue; until then only anonymous access
-        // exists and a login is recorded as the principal's name for logs and access lists.
-        if !self.config.auth.anonymous && login.is_none() {
-            return Err(ClientError::new("access-denied", "authentication failed"));
-        }
-        if let Some(login) = login.filter(|l| !l.is_empty()) {
-            self.principal = Principal {
-                name: login.to_owned(),
-                groups: Vec::new(),
-                anonymous: false,
-            };
-        }
-        tracing::Span::current().record("login", self.principal.name.as_str());
-        *self.handle.login.lock() = Some(self.principal.name.clone());
-        Ok(())
     }
 
     fn on_client_frame(&mut self, frame: ClientFrame, requeue: bool) -> Result<bool, ClientError> {
@@ -1370,13 +1457,18 @@ fn encode_message(
     delivery: &Delivery,
     redelivery_count: Option<&str>,
 ) {
-    let fixed = [
-        ("destination", destination.as_str()),
-        ("message-id", message_id),
-        ("subscription", subscription.as_str()),
+    let fixed: [(&[u8], &[u8]); 3] = [
+        (b"destination", destination.as_bytes()),
+        (b"message-id", message_id.as_bytes()),
+        (b"subscription", subscription.as_bytes()),
     ];
-    let ack = ack.map(|a| ("ack", a));
-    let redelivered = redelivery_count.map(|c| [("redelivered", "true"), ("redelivery-count", c)]);
+    let ack = ack.map(|a| (&b"ack"[..], a.as_bytes()));
+    let redelivered = redelivery_count.map(|c| {
+        [
+            (&b"redelivered"[..], &b"true"[..]),
+            (&b"redelivery-count"[..], c.as_bytes()),
+        ]
+    });
     let headers = fixed
         .into_iter()
         .chain(ack)
@@ -1386,7 +1478,7 @@ fn encode_message(
                 .msg
                 .headers
                 .iter()
-                .map(|(n, v)| (n.as_str(), v.as_str())),
+                .map(|(n, v)| (n.as_bytes(), v.as_bytes())),
         );
     encode_frame(
         dst,

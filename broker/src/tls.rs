@@ -232,7 +232,7 @@ async fn run_session(
     if let Some(cn) = &cert_cn {
         tracing::debug!(%peer, client_cn = %cn, "verified client certificate");
     }
-    session::run(stream, peer, broker, shutdown).await;
+    session::run(stream, peer, cert_cn, broker, shutdown).await;
 }
 
 /// The subject CN of the client's certificate, if the client presented one (rustls only keeps

@@ -86,7 +86,7 @@ pub async fn serve_ws(
                 Ok(_slot) => {
                     let timeout = broker.config().server.connect_timeout();
                     if let Some(ws) = handshake(stream, peer, &broker, timeout, &shutdown).await {
-                        session::run(WsStream::new(ws), peer, broker, shutdown).await;
+                        session::run(WsStream::new(ws), peer, None, broker, shutdown).await;
                     }
                 }
                 Err(reason) => {

@@ -11,13 +11,19 @@ use bytes::{BufMut, BytesMut};
 /// Where no escaping exists (1.0 and the handshake frames) CR and LF inside names and values are
 /// written as spaces: they cannot be represented, and writing them raw would let a header value
 /// inject headers or end the header block.
-pub fn encode_frame<'a>(
+///
+/// Names and values are taken as bytes (`&str`, `&[u8]`, `&ByteStr`...): the encoder only copies
+/// and escapes them, so the hot path never re-validates UTF-8 that the decoder already checked.
+pub fn encode_frame<K, V>(
     dst: &mut BytesMut,
     version: Version,
     command: Command,
-    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+    headers: impl IntoIterator<Item = (K, V)>,
     body: &[u8],
-) {
+) where
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+{
     let headers = headers.into_iter();
     let mode = if command.never_escaped() {
         Mode::Raw
@@ -35,12 +41,13 @@ pub fn encode_frame<'a>(
     dst.put_slice(command.as_str().as_bytes());
     dst.put_u8(b'\n');
     for (name, value) in headers {
-        if name == "content-length" {
+        let (name, value) = (name.as_ref(), value.as_ref());
+        if name == b"content-length" {
             continue;
         }
-        put_escaped(dst, name.as_bytes(), mode);
+        put_escaped(dst, name, mode);
         dst.put_u8(b':');
-        put_escaped(dst, value.as_bytes(), mode);
+        put_escaped(dst, value, mode);
         dst.put_u8(b'\n');
     }
     if !body.is_empty() || matches!(command, Command::Send | Command::Message | Command::Error) {
