@@ -4,6 +4,7 @@
 //! into broker operations for one connection; [`broker`] resolves destinations to [`queue`]s and
 //! [`topic`]s; a queue's logic is the synchronous [`queue::state::QueueState`].
 
+pub mod admin;
 pub mod auth;
 pub mod bench;
 pub mod broker;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod message;
 pub mod queue;
 pub mod registry;
+pub mod selector;
 pub mod server;
 pub mod session;
 pub mod storage;
