@@ -532,7 +532,7 @@ impl Broker {
     pub fn expire_all(&self) {
         let now = now_ms();
         for q in self.queues() {
-            q.expire(self, now);
+            q.tick(self, now);
         }
     }
 }

@@ -57,6 +57,10 @@ pub enum SessionEvent {
         consumer: ConsumerId,
         reason: &'static str,
     },
+    /// A delivery was taken back because it was not acknowledged within the ack timeout.
+    AckTimeout { consumer: ConsumerId, seq: u64 },
+    /// The queue is closed and drained: no message will ever come again (until reopened).
+    EndOfStream { consumer: ConsumerId },
 }
 
 /// A session's inbox. Unbounded as a channel, bounded by the credit each queue grants and the
@@ -74,6 +78,24 @@ const LINGER_BYTES: usize = 64 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 
 pub const SUPPORTED_VERSIONS: &str = "1.0,1.1,1.2";
+
+/// Reserved destination of the opt-in event channel: MESSAGE frames about this connection
+/// (subscription cancelled, ack timeout), the soft errors STOMP lacks.
+pub const EVENTS_DESTINATION: &str = "/sys/events";
+/// Acknowledgements of deliveries already taken back by an ack timeout are accepted as no-ops;
+/// this many are remembered.
+const LATE_ACKS_REMEMBERED: usize = 4096;
+
+/// What an ACK/NACK id designates.
+enum AckTarget {
+    /// A queue delivery: the consumer and the index in its unacked list.
+    Queue(ConsumerId, usize),
+    /// A message seen through a browser subscription: ACK removes it from the queue.
+    Browse(Arc<Queue>, u64),
+    /// Nothing to do: a topic message, an end-of-stream marker, or a delivery already taken
+    /// back by the ack timeout.
+    Ignore,
+}
 
 /// Runs one connection to its end.
 ///
@@ -231,6 +253,15 @@ struct Session {
     /// Set when heart-beat intervals change (CONNECT), so the timer stops waiting for the connect deadline.
     rearm_timer: bool,
     pending: FuturesOrdered<Waiting>,
+    /// Browser subscriptions: id -> (number used in ack ids, queue).
+    browses: HashMap<ByteStr, (u64, Arc<Queue>)>,
+    /// Deliveries taken back by the ack timeout: (tag, consumer, seq).
+    late: VecDeque<(u64, ConsumerId, u64)>,
+    /// Subscription id of the event channel, if the client subscribed to it.
+    events_sub: Option<ByteStr>,
+    next_event: u64,
+    /// Set by an event that must end the connection (after the loop's current turn).
+    fatal: Option<ClientError>,
 }
 
 impl Session {
@@ -277,6 +308,11 @@ impl Session {
             scratch_count: String::new(),
             rearm_timer: false,
             pending: FuturesOrdered::new(),
+            browses: HashMap::new(),
+            late: VecDeque::new(),
+            events_sub: None,
+            next_event: 1,
+            fatal: None,
         }
     }
 
@@ -383,6 +419,10 @@ impl Session {
                             }
                             n += 1;
                         }
+                    }
+                    if let Some(err) = self.fatal.take() {
+                        self.push_error(err);
+                        break End::Graceful;
                     }
                 }
                 _ = &mut timer => {
@@ -674,6 +714,13 @@ impl Session {
                 self.receipt(receipt);
             }
             ClientFrame::Unsubscribe { id, receipt } => {
+                if self.browses.remove(&id).is_some() || self.events_sub.as_ref() == Some(&id) {
+                    if self.events_sub.as_ref() == Some(&id) {
+                        self.events_sub = None;
+                    }
+                    self.receipt(receipt);
+                    return Ok(true);
+                }
                 let Some(consumer) = self.subs_by_id.remove(&id) else {
                     return Err(ClientError::new(
                         "unknown-subscription",
@@ -964,7 +1011,10 @@ impl Session {
         ack: AckMode,
         frame: &Frame,
     ) -> Result<(), ClientError> {
-        if self.subs_by_id.contains_key(&id) {
+        if self.subs_by_id.contains_key(&id)
+            || self.browses.contains_key(&id)
+            || self.events_sub.as_ref() == Some(&id)
+        {
             return Err(ClientError::new(
                 "duplicate-subscription",
                 format!("subscription id {id} is already in use on this connection"),
@@ -976,6 +1026,10 @@ impl Session {
                 "too-many-subscriptions",
                 format!("at most {max} subscriptions per connection"),
             ));
+        }
+        if destination == EVENTS_DESTINATION {
+            self.events_sub = Some(id);
+            return Ok(());
         }
         let dest = match destination.strip_prefix(TEMP_QUEUE_PREFIX) {
             Some(_) => temp_name(destination, self.id).unwrap_or_else(|| destination.to_owned()),
@@ -1053,19 +1107,26 @@ impl Session {
     }
 
     /// A `browser:true` subscription: the queue's ready messages, unconsumed, then an end marker.
+    /// Every browsed message carries an `ack` id: ACKing it removes the message from the queue
+    /// (selective removal); a browser that only looks sends nothing.
     fn browse(&mut self, id: &ByteStr, q: &Arc<Queue>, limit: usize) -> Result<(), ClientError> {
         let version = self.version.unwrap_or(Version::V1_2);
+        let idx = self.next_tag;
+        self.next_tag += 1;
+        self.browses.insert(id.clone(), (idx, q.clone()));
         let before = self.wbuf.len();
         for d in q.browse(limit) {
             self.scratch_id.clear();
             let _ = write!(self.scratch_id, "{}@{}", q.destination(), d.seq);
+            self.scratch_ack.clear();
+            let _ = write!(self.scratch_ack, "b{idx}.{}", d.seq);
             encode_message(
                 &mut self.wbuf,
                 version,
                 q.destination(),
                 &self.scratch_id,
                 id,
-                None,
+                Some(&self.scratch_ack),
                 &d,
                 None,
             );
@@ -1148,19 +1209,37 @@ impl Session {
         &self,
         id: &ByteStr,
         subscription: Option<&ByteStr>,
-    ) -> Result<Option<(ConsumerId, usize)>, ClientError> {
+    ) -> Result<AckTarget, ClientError> {
         let unknown = || {
             ClientError::new(
                 "unknown-ack",
                 format!("no unacknowledged message with id {id}"),
             )
         };
+        let text = id.as_str();
         let version = self.version.unwrap_or(Version::V1_2);
         if version == Version::V1_2 {
-            if id.as_str().starts_with('t') {
-                return Ok(None);
+            if let Some(rest) = text.strip_prefix('b') {
+                let (idx, seq) = rest.split_once('.').ok_or_else(unknown)?;
+                let (idx, seq): (u64, u64) = (
+                    idx.parse().map_err(|_| unknown())?,
+                    seq.parse().map_err(|_| unknown())?,
+                );
+                let q = self
+                    .browses
+                    .values()
+                    .find(|(i, _)| *i == idx)
+                    .map(|(_, q)| q.clone())
+                    .ok_or_else(unknown)?;
+                return Ok(AckTarget::Browse(q, seq));
             }
-            let tag: u64 = id.as_str().parse().map_err(|_| unknown())?;
+            if text.starts_with('t') || text.starts_with('e') {
+                return Ok(AckTarget::Ignore);
+            }
+            let tag: u64 = text.parse().map_err(|_| unknown())?;
+            if self.late.iter().any(|(t, _, _)| *t == tag) {
+                return Ok(AckTarget::Ignore);
+            }
             let consumer = *self.ack_tags.get(&tag).ok_or_else(unknown)?;
             let sub = self.subs.get(&consumer).ok_or_else(unknown)?;
             let pos = sub
@@ -1168,11 +1247,17 @@ impl Session {
                 .iter()
                 .position(|(t, _)| *t == tag)
                 .ok_or_else(unknown)?;
-            return Ok(Some((consumer, pos)));
+            return Ok(AckTarget::Queue(consumer, pos));
         }
         // 1.0 and 1.1 acknowledge by message-id (`destination@seq`), 1.1 also names the subscription.
-        let (dest, seq) = id.as_str().rsplit_once('@').ok_or_else(unknown)?;
+        let (dest, seq) = text.rsplit_once('@').ok_or_else(unknown)?;
+        if seq == "end" {
+            return Ok(AckTarget::Ignore);
+        }
         let seq: u64 = seq.parse().map_err(|_| unknown())?;
+        if let Some((_, q)) = subscription.and_then(|s| self.browses.get(s)) {
+            return Ok(AckTarget::Browse(q.clone(), seq));
+        }
         let candidates: Vec<ConsumerId> = match subscription {
             Some(s) => vec![*self.subs_by_id.get(s).ok_or_else(unknown)?],
             None => self.subs.keys().copied().collect(),
@@ -1185,10 +1270,17 @@ impl Session {
                 continue;
             }
             if matches!(sub.target, Target::Topic(_)) {
-                return Ok(None);
+                return Ok(AckTarget::Ignore);
             }
             if let Some(pos) = sub.unacked.iter().position(|(_, s)| *s == seq) {
-                return Ok(Some((consumer, pos)));
+                return Ok(AckTarget::Queue(consumer, pos));
+            }
+            if self
+                .late
+                .iter()
+                .any(|(_, c, s)| *c == consumer && *s == seq)
+            {
+                return Ok(AckTarget::Ignore);
             }
         }
         Err(unknown())
@@ -1201,8 +1293,14 @@ impl Session {
         id: &ByteStr,
         subscription: Option<&ByteStr>,
     ) -> Result<Option<Acked>, ClientError> {
-        let Some((consumer, pos)) = self.find_acked(id, subscription)? else {
-            return Ok(None);
+        let (consumer, pos) = match self.find_acked(id, subscription)? {
+            AckTarget::Queue(c, pos) => (c, pos),
+            AckTarget::Browse(q, seq) => {
+                // Selective removal through a browser: gone from the queue, journaled.
+                q.remove(&*self.broker, seq);
+                return Ok(None);
+            }
+            AckTarget::Ignore => return Ok(None),
         };
         let Some(sub) = self.subs.get_mut(&consumer) else {
             return Ok(None);
@@ -1319,27 +1417,96 @@ impl Session {
                     self.ack_tags.remove(tag);
                 }
                 tracing::info!(subscription = %sub.client_id, reason, "subscription cancelled by the broker");
-                // Until the event channel exists, a cancelled subscription is reported as an
-                // ERROR on a connection that then stays open only if the client never relies on it.
-                let message = format!(
-                    "subscription {} to {} was cancelled: {reason}",
-                    sub.client_id,
-                    sub.target.destination()
-                );
-                encode_frame(
-                    &mut self.wbuf,
-                    version,
-                    Command::Error,
-                    [
-                        ("message", message.as_str()),
-                        ("code", reason),
+                let destination = sub.target.destination().clone();
+                let emitted = self.emit_event(
+                    "subscription-cancelled",
+                    &[
                         ("subscription", sub.client_id.as_str()),
+                        ("subscription-destination", destination.as_str()),
+                        ("reason", reason),
                     ],
-                    b"",
                 );
+                if !emitted {
+                    // Without the event channel the only way STOMP has to say it is an ERROR,
+                    // after which the connection closes.
+                    self.fatal = Some(ClientError::new(
+                        reason,
+                        format!(
+                            "subscription {} to {destination} was cancelled: {reason}",
+                            sub.client_id
+                        ),
+                    ));
+                }
+            }
+            SessionEvent::AckTimeout { consumer, seq } => {
+                let Some(sub) = self.subs.get_mut(&consumer) else {
+                    return;
+                };
+                let Some(pos) = sub.unacked.iter().position(|(_, s)| *s == seq) else {
+                    return;
+                };
+                let Some((tag, _)) = sub.unacked.remove(pos) else {
+                    return;
+                };
+                let client_id = sub.client_id.clone();
+                let destination = sub.target.destination().clone();
+                self.ack_tags.remove(&tag);
+                self.late.push_back((tag, consumer, seq));
+                if self.late.len() > LATE_ACKS_REMEMBERED {
+                    self.late.pop_front();
+                }
+                let message_id = format!("{destination}@{seq}");
+                let ack = tag.to_string();
+                self.emit_event(
+                    "ack-timeout",
+                    &[
+                        ("subscription", client_id.as_str()),
+                        ("subscription-destination", destination.as_str()),
+                        ("timed-out-message-id", message_id.as_str()),
+                        ("timed-out-ack", ack.as_str()),
+                    ],
+                );
+            }
+            SessionEvent::EndOfStream { consumer } => {
+                let Some(sub) = self.subs.get(&consumer) else {
+                    return;
+                };
+                let destination = sub.target.destination().clone();
+                let message_id = format!("{destination}@end");
+                let mut headers: Vec<(&str, &str)> = vec![
+                    ("destination", destination.as_str()),
+                    ("message-id", message_id.as_str()),
+                    ("subscription", sub.client_id.as_str()),
+                    ("queue-state", "closed"),
+                ];
+                if sub.ack != AckMode::Auto {
+                    headers.push(("ack", "e0"));
+                }
+                encode_frame(&mut self.wbuf, version, Command::Message, headers, b"");
                 self.note_frame(before);
             }
         }
+    }
+
+    /// Sends a MESSAGE on the event channel if the client subscribed to it.
+    fn emit_event(&mut self, event: &str, extra: &[(&str, &str)]) -> bool {
+        let Some(sub) = self.events_sub.clone() else {
+            return false;
+        };
+        let version = self.version.unwrap_or(Version::V1_2);
+        let message_id = format!("{EVENTS_DESTINATION}@{}", self.next_event);
+        self.next_event += 1;
+        let mut headers: Vec<(&str, &str)> = vec![
+            ("destination", EVENTS_DESTINATION),
+            ("message-id", message_id.as_str()),
+            ("subscription", sub.as_str()),
+            ("event", event),
+        ];
+        headers.extend_from_slice(extra);
+        let before = self.wbuf.len();
+        encode_frame(&mut self.wbuf, version, Command::Message, headers, b"");
+        self.note_frame(before);
+        true
     }
 
     /// Acks auto-mode deliveries whose bytes the kernel has taken.

@@ -53,6 +53,8 @@ pub struct Queue {
 struct Inner {
     state: QueueState,
     sinks: HashMap<ConsumerId, Sink>,
+    /// The end-of-stream MESSAGE went out for the current closed-and-drained period.
+    eos_sent: bool,
 }
 
 /// A locked queue, for operations that must happen together (a transaction's COMMIT locks every
@@ -81,6 +83,7 @@ impl Queue {
             inner: Mutex::new(Inner {
                 state: QueueState::new(policy),
                 sinks: HashMap::new(),
+                eos_sent: false,
             }),
         })
     }
@@ -157,7 +160,7 @@ impl Queue {
         &self,
         host: &dyn QueueHost,
         msg: Message,
-    ) -> Result<(u64, Option<Commit>), EnqueueError> {
+    ) -> Result<(Option<u64>, Option<Commit>), EnqueueError> {
         self.send_shared(host, Arc::new(msg))
     }
 
@@ -165,7 +168,7 @@ impl Queue {
         &self,
         host: &dyn QueueHost,
         msg: SharedMessage,
-    ) -> Result<(u64, Option<Commit>), EnqueueError> {
+    ) -> Result<(Option<u64>, Option<Commit>), EnqueueError> {
         let mut g = self.lock();
         let mut records = Vec::new();
         let seq = g.enqueue(msg, &mut records)?;
@@ -176,6 +179,9 @@ impl Queue {
 
     pub fn subscribe(&self, host: &dyn QueueHost, spec: ConsumerSpec, sink: Sink) {
         let mut g = self.lock();
+        if g.inner.eos_sent {
+            let _ = sink.send(SessionEvent::EndOfStream { consumer: spec.id });
+        }
         g.inner.sinks.insert(spec.id, sink);
         let now = g.now_ms;
         g.inner.state.add_consumer(spec, now, &mut g.fx);
@@ -221,13 +227,14 @@ impl Queue {
     }
 
     /// Sweeps expired messages; returns the next expiry time, if any.
-    pub fn expire(&self, host: &dyn QueueHost, now_ms: u64) -> Option<u64> {
+    pub fn tick(&self, host: &dyn QueueHost, now_ms: u64) {
         let mut g = self.lock();
-        g.inner.state.expire(now_ms, &mut g.fx);
-        let next = g.inner.state.next_expiry();
+        if !g.inner.state.has_timed_work() {
+            return;
+        }
+        g.inner.state.tick(now_ms, &mut g.fx);
         let (_, dead) = g.finish(Vec::new());
         self.after(host, dead);
-        next
     }
 
     pub fn browse(&self, limit: usize) -> Vec<Delivery> {
@@ -258,6 +265,9 @@ impl Queue {
     pub fn set_closed(&self, closed: bool) -> Option<Commit> {
         let mut g = self.lock();
         g.inner.state.set_closed(closed);
+        if !closed {
+            g.inner.eos_sent = false;
+        }
         let record = Record::QueueClosed {
             queue: self.name.clone(),
             closed,
@@ -345,16 +355,18 @@ impl QueueGuard<'_> {
         &mut self,
         msg: SharedMessage,
         records: &mut Vec<Record>,
-    ) -> Result<u64, EnqueueError> {
+    ) -> Result<Option<u64>, EnqueueError> {
         let stored = self.queue.journal.is_some().then(|| msg.clone());
-        let seq = self.inner.state.enqueue(msg, self.now_ms, &mut self.fx)?;
+        let Some(seq) = self.inner.state.enqueue(msg, self.now_ms, &mut self.fx)? else {
+            return Ok(None);
+        };
         if let Some(msg) = stored {
             records.push(Record::Enqueue {
                 queue: self.queue.name.clone(),
                 msg: to_stored(seq, &msg, 0),
             });
         }
-        Ok(seq)
+        Ok(Some(seq))
     }
 
     /// Checks that `messages` totalling `bytes` would all be accepted (transactions check before
@@ -421,6 +433,19 @@ impl QueueGuard<'_> {
 
     /// Hands deliveries to consumers' sessions, in order, under the queue lock.
     fn deliver(&mut self) {
+        for (consumer, seq) in self.fx.timed_out.drain(..) {
+            if let Some(sink) = self.inner.sinks.get(&consumer) {
+                let _ = sink.send(SessionEvent::AckTimeout { consumer, seq });
+            }
+        }
+        if self.inner.state.is_closed() && self.inner.state.depth() == 0 && !self.inner.eos_sent {
+            self.inner.eos_sent = true;
+            for (consumer, sink) in &self.inner.sinks {
+                let _ = sink.send(SessionEvent::EndOfStream {
+                    consumer: *consumer,
+                });
+            }
+        }
         for (consumer, delivery) in self.fx.deliveries.drain(..) {
             match self.inner.sinks.get(&consumer) {
                 Some(sink) => {

@@ -10,9 +10,11 @@
 //!   queue hands a slow consumer is bounded and the others keep being served;
 //! - nothing here blocks or allocates per consumer per message beyond the delivery itself.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use stompd_config::{Overflow, QueuePolicy};
+
+use stompd_protocol::ByteStr;
 
 use crate::message::{SharedMessage, MAX_PRIORITY};
 
@@ -80,6 +82,9 @@ pub struct Effects {
     pub removed: Vec<u64>,
     /// (seq, new redelivery count) of messages that came back to ready.
     pub redelivered: Vec<(u64, u32)>,
+    /// (consumer, seq) of deliveries taken back because they were not acknowledged within the
+    /// queue's `ack_timeout`: the consumer's session is told, the connection stays up.
+    pub timed_out: Vec<(ConsumerId, u64)>,
 }
 
 impl Effects {
@@ -124,6 +129,8 @@ struct Consumer {
 struct InFlight {
     entry: Entry,
     consumer: ConsumerId,
+    /// Ack timeout, epoch ms.
+    deadline: Option<u64>,
 }
 
 /// Counters since the queue was created (or the broker started).
@@ -159,6 +166,12 @@ pub struct QueueState {
     ready_bytes: u64,
     /// (expires_at_ms, seq) of ready messages that expire.
     expiry: BTreeSet<(u64, u64)>,
+    /// Messages waiting out a redelivery delay: (due_ms, seq) -> entry.
+    delayed: BTreeMap<(u64, u64), Entry>,
+    delayed_bytes: u64,
+    /// Idempotency keys seen within the dedup window, oldest first.
+    dedup_order: VecDeque<(ByteStr, u64)>,
+    dedup: HashSet<ByteStr>,
     in_flight: HashMap<u64, InFlight>,
     in_flight_bytes: u64,
     consumers: Vec<Consumer>,
@@ -178,6 +191,10 @@ impl QueueState {
             ready_count: 0,
             ready_bytes: 0,
             expiry: BTreeSet::new(),
+            delayed: BTreeMap::new(),
+            delayed_bytes: 0,
+            dedup_order: VecDeque::new(),
+            dedup: HashSet::new(),
             in_flight: HashMap::new(),
             in_flight_bytes: 0,
             consumers: Vec::new(),
@@ -209,11 +226,16 @@ impl QueueState {
     }
 
     pub fn depth(&self) -> u64 {
-        self.ready_count + self.in_flight.len() as u64
+        self.ready_count + self.in_flight.len() as u64 + self.delayed.len() as u64
     }
 
     pub fn bytes(&self) -> u64 {
-        self.ready_bytes + self.in_flight_bytes
+        self.ready_bytes + self.in_flight_bytes + self.delayed_bytes
+    }
+
+    /// Consumers currently attached.
+    pub fn consumer_ids(&self) -> Vec<ConsumerId> {
+        self.consumers.iter().map(|c| c.spec.id).collect()
     }
 
     pub fn stats(&self) -> QueueStats {
@@ -280,9 +302,14 @@ impl QueueState {
         msg: SharedMessage,
         now_ms: u64,
         fx: &mut Effects,
-    ) -> Result<u64, EnqueueError> {
+    ) -> Result<Option<u64>, EnqueueError> {
         let size = msg.size();
         self.admit(size)?;
+        if let Some(key) = &msg.idempotency_key {
+            if self.is_duplicate(key, now_ms) {
+                return Ok(None);
+            }
+        }
         if self.policy.overflow == Overflow::DropOldest {
             while let Some(limit) = self.over_limit(1, size) {
                 let Some(oldest) = self.pop_oldest_ready() else {
@@ -300,18 +327,52 @@ impl QueueState {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.counters.enqueued += 1;
+        if let Some(key) = &msg.idempotency_key {
+            self.remember_key(key.clone(), now_ms);
+        }
         self.insert_ready(Entry {
             seq,
             msg,
             redeliveries: 0,
         });
         self.dispatch(now_ms, fx);
-        Ok(seq)
+        Ok(Some(seq))
+    }
+
+    /// Whether `key` was seen within the dedup window (count and time), pruning the window.
+    fn is_duplicate(&mut self, key: &ByteStr, now_ms: u64) -> bool {
+        let count = self.policy.dedup_window;
+        if count == 0 {
+            return false;
+        }
+        let max_age = self.policy.dedup_window_time.map(|d| d.as_millis() as u64);
+        while let Some((k, at)) = self.dedup_order.front() {
+            let too_many = self.dedup_order.len() as u64 > count;
+            let too_old = max_age.is_some_and(|age| now_ms.saturating_sub(*at) > age);
+            if !(too_many || too_old) {
+                break;
+            }
+            self.dedup.remove(k);
+            self.dedup_order.pop_front();
+        }
+        self.dedup.contains(key)
+    }
+
+    fn remember_key(&mut self, key: ByteStr, now_ms: u64) {
+        if self.policy.dedup_window == 0 {
+            return;
+        }
+        if self.dedup.insert(key.clone()) {
+            self.dedup_order.push_back((key, now_ms));
+        }
     }
 
     /// Puts back a message recovered from the journal at start-up (no limits, no dispatch).
     pub fn restore(&mut self, entry: Entry) {
         self.next_seq = self.next_seq.max(entry.seq + 1);
+        if let Some(key) = &entry.msg.idempotency_key {
+            self.remember_key(key.clone(), entry.msg.timestamp_ms);
+        }
         self.insert_ready(entry);
     }
 
@@ -420,6 +481,43 @@ impl QueueState {
         found
     }
 
+    /// Time-driven work: expiry anywhere in the queue, redelivery delays that are over, and
+    /// deliveries past the ack timeout.
+    pub fn tick(&mut self, now_ms: u64, fx: &mut Effects) {
+        self.expire(now_ms, fx);
+        let mut promoted = false;
+        while let Some((&(due, _), _)) = self.delayed.first_key_value() {
+            if due > now_ms {
+                break;
+            }
+            if let Some((_, entry)) = self.delayed.pop_first() {
+                self.delayed_bytes -= entry.msg.size();
+                fx.redelivered.push((entry.seq, entry.redeliveries));
+                self.insert_ready(entry);
+                promoted = true;
+            }
+        }
+        if self.policy.ack_timeout.is_some() {
+            let mut late: Vec<(u64, ConsumerId)> = self
+                .in_flight
+                .iter()
+                .filter(|(_, f)| f.deadline.is_some_and(|d| d <= now_ms))
+                .map(|(seq, f)| (*seq, f.consumer))
+                .collect();
+            late.sort_unstable();
+            for (seq, consumer) in late {
+                if let Some(f) = self.take_in_flight(seq) {
+                    fx.timed_out.push((consumer, seq));
+                    self.requeue(f.entry, now_ms, fx);
+                    promoted = true;
+                }
+            }
+        }
+        if promoted {
+            self.dispatch(now_ms, fx);
+        }
+    }
+
     /// Removes expired ready messages wherever they are, not only at the head.
     pub fn expire(&mut self, now_ms: u64, fx: &mut Effects) {
         while let Some(&(at, seq)) = self.expiry.first() {
@@ -437,6 +535,13 @@ impl QueueState {
     /// Earliest expiry among ready messages, for the owner's timer.
     pub fn next_expiry(&self) -> Option<u64> {
         self.expiry.first().map(|(at, _)| *at)
+    }
+
+    /// Whether [`QueueState::tick`] has anything to do soon.
+    pub fn has_timed_work(&self) -> bool {
+        !self.expiry.is_empty()
+            || !self.delayed.is_empty()
+            || (self.policy.ack_timeout.is_some() && !self.in_flight.is_empty())
     }
 
     /// Ready messages in delivery order, without consuming them.
@@ -498,6 +603,11 @@ impl QueueState {
                 n += 1;
             }
         }
+        for (_, e) in std::mem::take(&mut self.delayed) {
+            fx.removed.push(e.seq);
+            n += 1;
+        }
+        self.delayed_bytes = 0;
         self.ready_count = 0;
         self.ready_bytes = 0;
         self.expiry.clear();
@@ -528,11 +638,16 @@ impl QueueState {
                 redelivery_count: entry.redeliveries,
             };
             self.in_flight_bytes += entry.msg.size();
+            let deadline = self
+                .policy
+                .ack_timeout
+                .map(|t| now_ms.saturating_add(t.as_millis() as u64));
             self.in_flight.insert(
                 entry.seq,
                 InFlight {
                     entry,
                     consumer: id,
+                    deadline,
                 },
             );
             fx.deliveries.push((id, delivery));
@@ -565,8 +680,17 @@ impl QueueState {
             self.counters.expired += 1;
             self.dead_letter(entry, DeadReason::Expired, fx);
         } else {
-            fx.redelivered.push((entry.seq, entry.redeliveries));
-            self.insert_ready(entry);
+            let delay = self.policy.redelivery_delay_for(entry.redeliveries);
+            if delay.is_zero() {
+                fx.redelivered.push((entry.seq, entry.redeliveries));
+                self.insert_ready(entry);
+            } else {
+                // Counted in depth and bytes while it waits; its redelivery is journaled when it
+                // comes back to ready (a restart before that makes it ready at once).
+                let due = now_ms.saturating_add(delay.as_millis() as u64);
+                self.delayed_bytes += entry.msg.size();
+                self.delayed.insert((due, entry.seq), entry);
+            }
         }
     }
 
@@ -904,8 +1028,8 @@ mod tests {
     fn browse_peek_remove_purge() {
         let mut q = QueueState::new(policy());
         let mut fx = Effects::default();
-        let a = q.enqueue(msg("a", 4, None), 0, &mut fx).unwrap();
-        let b = q.enqueue(msg("b", 8, None), 0, &mut fx).unwrap();
+        let a = q.enqueue(msg("a", 4, None), 0, &mut fx).unwrap().unwrap();
+        let b = q.enqueue(msg("b", 8, None), 0, &mut fx).unwrap().unwrap();
         q.enqueue(msg("c", 4, None), 0, &mut fx).unwrap();
         let seen: Vec<u64> = q.browse(0, 10).iter().map(|d| d.seq).collect();
         assert_eq!(seen, [b, a, a + 2]);
