@@ -2,8 +2,8 @@
 //!
 //! With no `[[auth.users]]` configured the listener is open, which is why it listens on loopback
 //! only unless told otherwise. Once users exist every request needs HTTP Basic credentials of a
-//! configured user (checked by [`Authenticator`], the same argon2id verification STOMP logins
-//! use) and the `admin` permission (`[[auth.rules]]`, checked by [`Authenticator::authorize`]) on:
+//! configured user (checked by the broker's [`Authenticator`], the same argon2id verification
+//! STOMP logins use) and the `admin` permission (`[[auth.rules]]`, checked by [`Authenticator::authorize`]) on:
 //! the queue's destination for requests about one queue, and [`BROKER_RESOURCE`] for everything
 //! else. A rule with `destinations = ["/**"]` and `allow = ["admin"]` grants the whole API.
 //!
@@ -31,18 +31,16 @@ pub enum Denied {
     Unauthenticated(&'static str),
     /// A valid user without the `admin` permission: 403.
     Forbidden(String),
-    /// The configured users cannot be used (a broken hash): 500.
-    Setup(String),
 }
 
-/// The authenticator for the current configuration, rebuilt when the configuration is replaced.
+/// Remembers verified credentials for the broker's current [`Authenticator`] (replaced as a whole
+/// on reload, which forgets them).
 #[derive(Default)]
 pub struct Access {
     current: Mutex<Option<Current>>,
 }
 
 struct Current {
-    config: Arc<Config>,
     auth: Arc<Authenticator>,
     /// `Authorization` header value to the principal it proved.
     verified: HashMap<String, Principal>,
@@ -53,7 +51,8 @@ impl Access {
     /// configured, the listener is open.
     pub async fn check(
         &self,
-        config: Arc<Config>,
+        config: &Config,
+        auth: Arc<Authenticator>,
         authorization: Option<&str>,
         resource: &str,
     ) -> Result<Option<Principal>, Denied> {
@@ -63,30 +62,27 @@ impl Access {
         let Some(header) = authorization else {
             return Err(Denied::Unauthenticated("credentials required"));
         };
-        let (auth, cached) = {
+        let cached = {
             let mut current = self.current.lock();
-            let stale = current
-                .as_ref()
-                .is_none_or(|c| !Arc::ptr_eq(&c.config, &config));
-            if stale {
-                let auth =
-                    Authenticator::new(&config.auth).map_err(|e| Denied::Setup(e.to_string()))?;
-                *current = Some(Current {
-                    config: config.clone(),
-                    auth: Arc::new(auth),
-                    verified: HashMap::new(),
-                });
+            match current.as_ref() {
+                Some(c) if Arc::ptr_eq(&c.auth, &auth) => c.verified.get(header).cloned(),
+                _ => {
+                    *current = Some(Current {
+                        auth: auth.clone(),
+                        verified: HashMap::new(),
+                    });
+                    None
+                }
             }
-            let c = current
-                .as_ref()
-                .ok_or(Denied::Setup("no authenticator".into()))?;
-            (c.auth.clone(), c.verified.get(header).cloned())
         };
         let principal = match cached {
             Some(p) => p,
             None => {
                 let (login, passcode) = parse_basic(header)
                     .ok_or(Denied::Unauthenticated("malformed Basic credentials"))?;
+                if login.is_empty() {
+                    return Err(Denied::Unauthenticated("credentials required"));
+                }
                 let principal = auth
                     .clone()
                     .login(None, Some(login), Some(passcode))
@@ -154,9 +150,10 @@ mod tests {
     #[tokio::test]
     async fn open_without_users() {
         let access = Access::default();
-        let config = Arc::new(Config::embedded());
+        let config = Config::embedded();
+        let auth = Arc::new(Authenticator::new(&config.auth).unwrap());
         assert!(matches!(
-            access.check(config, None, BROKER_RESOURCE).await,
+            access.check(&config, auth, None, BROKER_RESOURCE).await,
             Ok(None)
         ));
     }

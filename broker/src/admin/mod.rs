@@ -265,7 +265,12 @@ pub async fn respond(admin: &Admin, req: RequestInfo) -> Response<Full<Bytes>> {
     };
     let principal = match admin
         .access
-        .check(config, req.authorization.as_deref(), &resource)
+        .check(
+            &config,
+            admin.broker.authenticator(),
+            req.authorization.as_deref(),
+            &resource,
+        )
         .await
     {
         Ok(p) => p,
@@ -278,10 +283,6 @@ pub async fn respond(admin: &Admin, req: RequestInfo) -> Response<Full<Bytes>> {
                 Denied::Forbidden(m) => {
                     (ApiError::new(StatusCode::FORBIDDEN, "forbidden", m), false)
                 }
-                Denied::Setup(m) => (
-                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "auth-setup", m),
-                    false,
-                ),
             };
             if route.is_mutation() || challenge {
                 tracing::info!(peer = %req.peer, method = %req.method, path = req.path, status = err.status.as_u16(), "admin request denied");
