@@ -35,10 +35,13 @@ use tracing::Instrument;
 use crate::broker::{temp_name, Broker, Destination, Intent, Principal, TEMP_QUEUE_PREFIX};
 use crate::error::ClientError;
 use crate::message::{now_ms, Message, SharedMessage};
-use crate::queue::{ConsumerId, ConsumerSpec, DeadLetter, Delivery, Queue, QueueHost};
+use crate::queue::{
+    ConsumerId, ConsumerSpec, DeadLetter, Delivery, EnqueueError, Queue, QueueHost,
+};
 use crate::registry::SessionHandle;
 use crate::storage::{Commit, JournalError};
 use crate::topic::Topic;
+use stompd_config::Overflow;
 
 /// What queues and topics hand a session.
 #[derive(Debug)]
@@ -202,6 +205,19 @@ const MAX_PENDING_COMMITS: usize = 8192;
 /// What one ACK/NACK covers: the queue, the consumer, and the seqs.
 type Acked = (Arc<Queue>, ConsumerId, Vec<u64>);
 
+/// A SEND waiting for room in a full queue whose overflow policy is `block`.
+struct Blocked {
+    queue: Arc<Queue>,
+    destination: String,
+    msg: SharedMessage,
+    receipt: Option<ByteStr>,
+    since: Instant,
+    deadline: Instant,
+}
+
+/// How often a blocked producer retries its SEND.
+const BLOCK_RETRY: Duration = Duration::from_millis(10);
+
 /// Why the loop ended.
 enum End {
     /// The peer closed or the socket failed; nothing more can be written.
@@ -262,6 +278,7 @@ struct Session {
     next_event: u64,
     /// Set by an event that must end the connection (after the loop's current turn).
     fatal: Option<ClientError>,
+    blocked: Option<Blocked>,
 }
 
 impl Session {
@@ -313,6 +330,7 @@ impl Session {
             events_sub: None,
             next_event: 1,
             fatal: None,
+            blocked: None,
         }
     }
 
@@ -362,7 +380,16 @@ impl Session {
                         break End::Graceful;
                     }
                 }
-                res = reader.read_buf(&mut self.rbuf), if can_take && self.pending.len() < MAX_PENDING_COMMITS => {
+                _ = tokio::time::sleep(BLOCK_RETRY), if self.blocked.is_some() => {
+                    match self.retry_blocked() {
+                        Ok(()) => {}
+                        Err(err) => {
+                            self.push_error(err);
+                            break End::Graceful;
+                        }
+                    }
+                }
+                res = reader.read_buf(&mut self.rbuf), if can_take && self.blocked.is_none() && self.pending.len() < MAX_PENDING_COMMITS => {
                     match res {
                         Ok(0) => {
                             tracing::debug!("peer closed the connection");
@@ -523,7 +550,7 @@ impl Session {
     /// Decodes and handles every complete frame in the read buffer. Ok(false) = close gracefully.
     fn process_input(&mut self) -> Result<bool, ClientError> {
         loop {
-            if self.connect_req.is_some() {
+            if self.connect_req.is_some() || self.blocked.is_some() {
                 // Frames after CONNECT wait until the client is authenticated.
                 return Ok(true);
             }
@@ -700,7 +727,11 @@ impl Session {
                 }
                 None => {
                     let commit = self.route_send(&destination, frame)?;
-                    self.track(commit, receipt);
+                    match self.blocked.as_mut() {
+                        // The RECEIPT waits until the message is in.
+                        Some(b) => b.receipt = receipt,
+                        None => self.track(commit, receipt),
+                    }
                 }
             },
             ClientFrame::Subscribe {
@@ -936,22 +967,88 @@ impl Session {
         frame
     }
 
+    /// Statistics over STOMP: a SEND to `/sys/stats` with `queue:/queue/NAME` and `reply-to`
+    /// gets a MESSAGE with that queue's statistics (JSON body) on the reply-to destination.
+    fn stats_request(&mut self, frame: Frame) -> Result<Option<Commit>, ClientError> {
+        let missing = |h: &str| {
+            ClientError::new(
+                "bad-frame",
+                format!(
+                    "a SEND to {} needs a `{h}` header",
+                    crate::admin::STATS_DESTINATION
+                ),
+            )
+        };
+        let queue = frame
+            .get("queue")
+            .ok_or_else(|| missing("queue"))?
+            .to_owned();
+        let reply_to = frame
+            .get("reply-to")
+            .ok_or_else(|| missing("reply-to"))?
+            .to_owned();
+        if !self.broker.authenticator().authorize(
+            &self.principal,
+            &queue,
+            stompd_config::Permission::Read,
+        ) {
+            return Err(ClientError::new(
+                "access-denied",
+                format!("{} may not read {queue}", self.principal.name),
+            ));
+        }
+        let (headers, body) = crate::admin::stats_message(&self.broker, &queue)
+            .map_err(|e| ClientError::new("unknown-destination", e))?;
+        let mut reply = Frame::new(Command::Send).with_body(body.into_bytes());
+        for (n, v) in headers {
+            reply.push_header(n, v);
+        }
+        self.route_send(&reply_to, reply)
+    }
+
     fn route_send(
         &mut self,
         destination: &str,
         frame: Frame,
     ) -> Result<Option<Commit>, ClientError> {
+        if destination == crate::admin::STATS_DESTINATION {
+            return self.stats_request(frame);
+        }
         let (dest, target) = self.resolve_send(destination)?;
         let frame = self.rewrite_reply_to(frame);
         let now = now_ms();
         match target {
             Destination::Queue(q) => {
                 let (priority, ttl) = q.message_defaults();
-                let msg = Message::from_send(frame, q.destination().clone(), priority, ttl, now)?;
-                let (_, commit) = q
-                    .send(&*self.broker, msg)
-                    .map_err(|e| ClientError::enqueue(&dest, e))?;
-                Ok(commit)
+                let msg = Arc::new(Message::from_send(
+                    frame,
+                    q.destination().clone(),
+                    priority,
+                    ttl,
+                    now,
+                )?);
+                match q.send_shared(&*self.broker, msg.clone()) {
+                    Ok((_, commit)) => Ok(commit),
+                    Err(EnqueueError::Full(_)) if q.overflow() == Overflow::Block => {
+                        // `block`: this producer's socket is not read until there is room.
+                        let timeout = q.policy().block_timeout;
+                        tracing::debug!(
+                            destination = dest,
+                            timeout_ms = timeout.as_millis() as u64,
+                            "producer blocked: queue full"
+                        );
+                        self.blocked = Some(Blocked {
+                            queue: q,
+                            destination: dest,
+                            msg,
+                            receipt: None,
+                            since: Instant::now(),
+                            deadline: Instant::now() + timeout,
+                        });
+                        Ok(None)
+                    }
+                    Err(e) => Err(ClientError::enqueue(&dest, e)),
+                }
             }
             Destination::Topic(t) => {
                 let msg = Message::from_send(
@@ -963,6 +1060,37 @@ impl Session {
                 )?;
                 t.publish(Arc::new(msg));
                 Ok(None)
+            }
+        }
+    }
+
+    /// Tries a blocked SEND again; once it is in, carries on with the frames already read.
+    fn retry_blocked(&mut self) -> Result<(), ClientError> {
+        let Some(b) = self.blocked.take() else {
+            return Ok(());
+        };
+        match b.queue.send_shared(&*self.broker, b.msg.clone()) {
+            Ok((_, commit)) => {
+                tracing::debug!(
+                    waited_ms = b.since.elapsed().as_millis() as u64,
+                    "producer unblocked"
+                );
+                self.track(commit, b.receipt);
+                self.process_input().map(|_| ())
+            }
+            Err(EnqueueError::Full(limit)) if Instant::now() < b.deadline => {
+                let _ = limit;
+                self.blocked = Some(b);
+                Ok(())
+            }
+            Err(e) => {
+                let waited = b.since.elapsed().as_millis();
+                let err = ClientError::enqueue(&b.destination, e);
+                Err(ClientError::new(
+                    err.code,
+                    format!("{} (the producer waited {waited} ms for room)", err.message),
+                )
+                .with_receipt(b.receipt.as_ref()))
             }
         }
     }

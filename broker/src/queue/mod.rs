@@ -122,6 +122,10 @@ impl Queue {
         self.inner.lock().state.policy().acknowledgement
     }
 
+    pub fn overflow(&self) -> stompd_config::Overflow {
+        self.inner.lock().state.policy().overflow
+    }
+
     pub fn prefetch(&self) -> u32 {
         self.inner.lock().state.policy().prefetch
     }
