@@ -20,6 +20,10 @@ use crate::topic::Topic;
 use stompd_config::Permission;
 
 pub const QUEUE_PREFIX: &str = "/queue/";
+
+/// Produces the configuration a reload applies (the file re-read, command-line overrides
+/// re-applied), or an error message naming what is wrong.
+pub type ConfigSource = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 pub const TOPIC_PREFIX: &str = "/topic/";
 pub const TEMP_QUEUE_PREFIX: &str = "/temp-queue/";
 
@@ -73,6 +77,8 @@ pub struct Broker {
     pub registry: crate::registry::Registry,
     /// Swapped as a whole on reload.
     auth: RwLock<Arc<Authenticator>>,
+    /// Where a reload reads the configuration from (file plus command-line overrides).
+    config_source: parking_lot::Mutex<Option<ConfigSource>>,
     pub started_at_ms: u64,
 }
 
@@ -105,6 +111,7 @@ impl Broker {
             journal,
             registry: Default::default(),
             auth: RwLock::new(Arc::new(auth)),
+            config_source: parking_lot::Mutex::new(None),
             started_at_ms: now_ms(),
         });
         broker.declare_configured();
@@ -112,6 +119,65 @@ impl Broker {
             broker.restore(recovered, after_crash);
         }
         broker
+    }
+
+    /// Sets how [`Broker::reload`] obtains the new configuration.
+    pub fn set_config_source(&self, source: ConfigSource) {
+        *self.config_source.lock() = Some(source);
+    }
+
+    /// Reloads the configuration (SIGHUP, admin API) without dropping connections: queue and
+    /// topic definitions, policies, users and rules change; listeners, storage and limits of
+    /// already open connections do not (they need a restart). An invalid configuration is
+    /// refused and the running one kept.
+    pub fn reload(&self) -> Result<String, String> {
+        let source = self.config_source.lock();
+        let Some(load) = source.as_ref() else {
+            return Err("this broker has no configuration source to reload from".into());
+        };
+        let config = load()?;
+        drop(source);
+        let auth = Authenticator::new(&config.auth).map_err(|e| e.to_string())?;
+        let old = self.config();
+        let mut notes = Vec::new();
+        if old.server.listen != config.server.listen
+            || old.websocket.listen != config.websocket.listen
+            || old.admin.listen != config.admin.listen
+            || old.storage.dir != config.storage.dir
+        {
+            notes.push("listener and storage changes take effect at the next restart".to_owned());
+        }
+        *self.config.write() = Arc::new(config);
+        *self.auth.write() = Arc::new(auth);
+        let config = self.config();
+        let mut changed = 0;
+        for q in self.queues() {
+            if q.owner().is_some() {
+                continue;
+            }
+            if let Some(mut policy) = config.resolve_queue(q.name()) {
+                // Whether a queue is journaled is fixed when it is created.
+                policy.persistent = q.is_persistent();
+                let closed_before = q.is_closed();
+                if q.policy() != policy {
+                    let close_changed = policy.closed != q.policy().closed;
+                    q.set_policy(policy.clone());
+                    if close_changed && policy.closed != closed_before {
+                        drop(q.set_closed(policy.closed));
+                    }
+                    changed += 1;
+                }
+            }
+        }
+        let before = self.queues.read().len() + self.topics.read().len();
+        self.declare_configured();
+        let added = self.queues.read().len() + self.topics.read().len() - before;
+        let summary = format!(
+            "configuration reloaded: {changed} queue policies changed, {added} destinations added{}",
+            if notes.is_empty() { String::new() } else { format!("; {}", notes.join("; ")) }
+        );
+        tracing::info!("{summary}");
+        Ok(summary)
     }
 
     pub fn authenticator(&self) -> Arc<Authenticator> {

@@ -38,7 +38,7 @@ enum Command {
     Bench(Box<stompd::bench::BenchArgs>),
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct RunArgs {
     /// TOML resource file (default: the embedded configuration, see `stompd print-config`).
     #[arg(short, long, value_name = "FILE")]
@@ -179,7 +179,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     let storage = open_storage(&config)?;
-    runtime.block_on(serve(config, storage))
+    runtime.block_on(serve(config, storage, args))
 }
 
 /// Written after a clean stop, removed at start: its absence at start means the last run crashed.
@@ -222,7 +222,11 @@ fn open_storage(config: &Config) -> anyhow::Result<(Journal, Recovered, bool)> {
     Ok((journal, recovered, after_crash))
 }
 
-async fn serve(config: Config, storage: (Journal, Recovered, bool)) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    storage: (Journal, Recovered, bool),
+    args: RunArgs,
+) -> anyhow::Result<()> {
     let grace = config.server.shutdown_grace();
     let listen = config.server.listen.clone();
     let config_ws_listen = config.websocket.listen.clone();
@@ -299,7 +303,24 @@ async fn serve(config: Config, storage: (Journal, Recovered, bool)) -> anyhow::R
         })
     };
 
-    let signal = wait_for_signal().await?;
+    {
+        let args = args.clone();
+        broker.set_config_source(Box::new(move || {
+            load_config(&args).map_err(|e| format!("{e:#}"))
+        }));
+    }
+    let signal = loop {
+        tokio::select! {
+            s = wait_for_signal() => break s?,
+            r = wait_for_hangup() => {
+                r?;
+                match broker.reload() {
+                    Ok(summary) => tracing::info!(summary, "SIGHUP: reload done"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: new configuration refused; the running one is kept"),
+                }
+            }
+        }
+    };
     tracing::info!(signal, grace_ms = grace.as_millis() as u64, "shutting down");
     shutdown.cancel();
     tracker.close();
@@ -327,6 +348,14 @@ async fn serve(config: Config, storage: (Journal, Recovered, bool)) -> anyhow::R
         }
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGHUP: reload the configuration.
+async fn wait_for_hangup() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    hup.recv().await;
     Ok(())
 }
 

@@ -354,6 +354,16 @@ async fn dispatch(admin: &Admin, route: &Route, query: Option<&str>) -> ApiResul
         Route::Topics => api::topics(b),
         Route::Connections => api::connections(b),
         Route::CloseConnection(id) => api::close_connection(b, *id),
+        Route::Reload => match b.reload() {
+            Ok(summary) => Ok(Reply::ok(
+                &serde_json::json!({ "reloaded": true, "summary": summary }),
+            )),
+            Err(e) => Err(api::ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-config",
+                e,
+            )),
+        },
     }
 }
 

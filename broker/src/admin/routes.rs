@@ -25,6 +25,7 @@ pub enum Route {
     Topics,
     Connections,
     CloseConnection(u64),
+    Reload,
 }
 
 impl Route {
@@ -39,6 +40,7 @@ impl Route {
                 | Route::Close(_)
                 | Route::Reopen(_)
                 | Route::CloseConnection(_)
+                | Route::Reload
         )
     }
 }
@@ -88,6 +90,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, RouteError> {
         [""] | ["index.html"] => get(Route::Dashboard),
         ["metrics"] => get(Route::Metrics),
         ["api", "overview"] => get(Route::Overview),
+        ["api", "reload"] => post(Route::Reload),
         ["api", "history"] => get(Route::History),
         ["api", "queues"] => get(Route::Queues),
         ["api", "topics"] => get(Route::Topics),
