@@ -371,6 +371,17 @@ impl Broker {
         self.signal("-TERM");
     }
 
+    /// Sends SIGHUP (configuration reload).
+    pub fn sighup(&self) {
+        self.signal("-HUP");
+    }
+
+    /// The configuration file the broker was started with, if any (rewrite it, then
+    /// [`Broker::sighup`], to test reloads).
+    pub fn config_path(&self) -> Option<&Path> {
+        self.config_path.as_deref()
+    }
+
     /// Sends SIGINT (graceful shutdown, like Ctrl-C).
     pub fn sigint(&self) {
         self.signal("-INT");
