@@ -12,6 +12,7 @@
 #   MESSAGES=                   override every scenario's message count (e.g. 100000 for a quick run)
 #   SKIP_EXTRA=1                skip idle RSS / start-up / idle-conns / recovery / backlog
 #   SKIP_OTHERS=1               do not run RabbitMQ / ActiveMQ
+#   RUNS=0 SKIP_OTHERS=1        only the stompd resource measurements
 #   RABBITMQ_PORT=61613 RABBITMQ_USER=guest RABBITMQ_PASS=guest
 #   ACTIVEMQ_PORT=61623 ACTIVEMQ_USER= ACTIVEMQ_PASS=  (ActiveMQ's STOMP connector; see BENCHMARKS.md)
 #   STOMPD_PORT=61713           port for the stompd under test
@@ -49,8 +50,9 @@ fi
 # 10,000 idle connections need as many descriptors in the broker and in the tool.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-# Prints seconds from spawn to the `listening on` log line; leaves the broker running and writes
-# its pid to $WORK/pid. Args: data dir.
+# Starts stompd and waits for its `listening on` log line; leaves it running, sets BROKER_PID and
+# writes the seconds from spawn to that line to $WORK/startup. Args: data dir. (Not to be called
+# in a command substitution: BROKER_PID must be set in this shell.)
 start_stompd() {
     local dir=$1
     python3 - "$BIN" "$CONFIG" "$dir" "$STOMPD_PORT" "$WORK" <<'PY'
@@ -64,7 +66,7 @@ p = subprocess.Popen([bin_, "--config", config, "--data-dir", data,
 for line in p.stderr:
     logf.write(line)
     if b"listening on" in line:
-        print(f"{time.monotonic() - t0:.4f}", flush=True)
+        open(os.path.join(work, "startup"), "w").write(f"{time.monotonic() - t0:.4f}")
         break
 else:
     sys.exit("stompd exited before listening")
@@ -90,6 +92,8 @@ stop_stompd() {
             ! grep -q '^State:.*Z' "/proc/$BROKER_PID/status" 2>/dev/null; do
             sleep 0.05
         done
+        # A killed process may still hold the data directory's lock for a moment.
+        sleep 1
         BROKER_PID=
     fi
 }
@@ -115,7 +119,7 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # ---- stompd ----
 log "stompd: scenario set"
-start_stompd "$WORK/data-set" >/dev/null
+start_stompd "$WORK/data-set"
 run_set stompd "$STOMPD_PORT" "$BROKER_PID"
 stop_stompd
 
@@ -156,7 +160,8 @@ if [[ -z "${SKIP_EXTRA:-}" ]]; then
     starts=()
     for i in $(seq 1 10); do
         rm -rf "$WORK/data-start"
-        starts+=("$(start_stompd "$WORK/data-start")")
+        start_stompd "$WORK/data-start"
+        starts+=("$(cat "$WORK/startup")")
         sleep 0.3
         [[ $i == 10 ]] && echo "idle_rss_kib $(rss_kib "$BROKER_PID")" >>"$EXTRA"
         stop_stompd
@@ -165,7 +170,7 @@ if [[ -z "${SKIP_EXTRA:-}" ]]; then
 
     log "stompd: 10,000 idle connections with heart-beats"
     rm -rf "$WORK/data-conns"
-    start_stompd "$WORK/data-conns" >/dev/null
+    start_stompd "$WORK/data-conns"
     "$BIN" bench --port "$STOMPD_PORT" --scenario idle-conns --connections 10000 \
         --heartbeat-ms 10000 --hold 5 --duration-max 60 --rss-pid "$BROKER_PID" --json \
         >>"$WORK/idle.jsonl" 2>>"$WORK/idle.err" || log "idle-conns reported failures"
@@ -173,13 +178,14 @@ if [[ -z "${SKIP_EXTRA:-}" ]]; then
 
     log "stompd: fill 1M x 100 B persistent, kill -9, recover"
     rm -rf "$WORK/data-rec"
-    start_stompd "$WORK/data-rec" >/dev/null
+    start_stompd "$WORK/data-rec"
     "$BIN" bench --port "$STOMPD_PORT" --scenario fill --messages 1000000 --body-size 100 \
         --destination /queue/bench-persistent --duration-max 600 --rss-pid "$BROKER_PID" \
         --label fill-1m-100b --json >>"$WORK/recovery.jsonl" 2>>"$WORK/recovery.err"
     echo "rss_backlog_1m_100b_kib $(rss_kib "$BROKER_PID")" >>"$EXTRA"
     stop_stompd KILL
-    echo "recovery_1m_100b_s $(start_stompd "$WORK/data-rec")" >>"$EXTRA"
+    start_stompd "$WORK/data-rec"
+    echo "recovery_1m_100b_s $(cat "$WORK/startup")" >>"$EXTRA"
     echo "rss_after_recovery_1m_100b_kib $(rss_kib "$BROKER_PID")" >>"$EXTRA"
     grep -h "journal" "$WORK/stompd.log" | tail -2 >>"$WORK/recovery.err" || true
     "$BIN" bench --port "$STOMPD_PORT" --scenario drain --messages 1000000 \
@@ -190,7 +196,7 @@ if [[ -z "${SKIP_EXTRA:-}" ]]; then
 
     log "stompd: backlog of 1M x 1 KiB persistent"
     rm -rf "$WORK/data-rec"
-    start_stompd "$WORK/data-backlog" >/dev/null
+    start_stompd "$WORK/data-backlog"
     "$BIN" bench --port "$STOMPD_PORT" --scenario fill --messages 1000000 --body-size 1024 \
         --destination /queue/bench-persistent --duration-max 900 --rss-pid "$BROKER_PID" \
         --label fill-1m-1k --json >>"$WORK/recovery.jsonl" 2>>"$WORK/recovery.err"
@@ -198,7 +204,8 @@ if [[ -z "${SKIP_EXTRA:-}" ]]; then
     echo "rss_backlog_1m_1k_kib $(rss_kib "$BROKER_PID")" >>"$EXTRA"
     echo "disk_backlog_1m_1k_kib $(du -sk "$WORK/data-backlog" | cut -f1)" >>"$EXTRA"
     stop_stompd KILL
-    echo "recovery_1m_1k_s $(start_stompd "$WORK/data-backlog")" >>"$EXTRA"
+    start_stompd "$WORK/data-backlog"
+    echo "recovery_1m_1k_s $(cat "$WORK/startup")" >>"$EXTRA"
     echo "rss_after_recovery_1m_1k_kib $(rss_kib "$BROKER_PID")" >>"$EXTRA"
     stop_stompd
     rm -rf "$WORK/data-backlog" "$WORK/data-rec"
