@@ -20,6 +20,11 @@ use crate::topic::Topic;
 use stompd_config::Permission;
 
 pub const QUEUE_PREFIX: &str = "/queue/";
+/// Journal names of durable topic subscriptions' queues: `~durable/TOPIC/KEY` (`/` cannot occur
+/// in a queue name, so these never collide with `/queue/` names).
+pub const DURABLE_PREFIX: &str = "~durable/";
+/// Destination under which a durable subscription's queue is listed (admin API).
+pub const DURABLE_DEST_PREFIX: &str = "/durable/";
 
 /// Produces the configuration a reload applies (the file re-read, command-line overrides
 /// re-applied), or an error message naming what is wrong.
@@ -193,7 +198,30 @@ impl Broker {
     /// because of a configuration change.
     fn restore(&self, recovered: Recovered, after_crash: bool) {
         let config = self.config();
-        for (name, rq) in recovered.queues {
+        for (name, mut rq) in recovered.queues {
+            if after_crash {
+                for m in &mut rq.messages {
+                    m.redelivery_count = m.redelivery_count.max(1);
+                }
+            }
+            if let Some(rest) = name.strip_prefix(DURABLE_PREFIX) {
+                // A durable topic subscription: re-attach its queue to its topic.
+                let Some((topic_name, key)) = rest.split_once('/') else {
+                    continue;
+                };
+                let tdest = format!("{TOPIC_PREFIX}{topic_name}");
+                let topic = self
+                    .topics
+                    .write()
+                    .entry(tdest.clone())
+                    .or_insert_with(|| Topic::new(topic_name.to_owned(), ByteStr::from(tdest)))
+                    .clone();
+                let q = self.durable_queue(&topic, key);
+                let n = rq.messages.len();
+                q.restore(rq.messages, false, rq.next_seq);
+                tracing::info!(topic = %topic.destination(), subscription = key, messages = n, "durable subscription recovered");
+                continue;
+            }
             let dest = format!("{QUEUE_PREFIX}{name}");
             let queue = match self.queue(&dest) {
                 Some(q) => q,
@@ -233,12 +261,7 @@ impl Broker {
                 );
             }
             let n = rq.messages.len();
-            let mut messages = rq.messages;
-            if after_crash {
-                for m in &mut messages {
-                    m.redelivery_count = m.redelivery_count.max(1);
-                }
-            }
+            let messages = rq.messages;
             queue.restore(messages, rq.closed, rq.next_seq);
             if n > 0 {
                 tracing::info!(queue = name, messages = n, "queue recovered");
@@ -293,6 +316,68 @@ impl Broker {
         let mut v: Vec<_> = self.topics.read().values().cloned().collect();
         v.sort_by(|a, b| a.destination().cmp(b.destination()));
         v
+    }
+
+    /// The queue keeping a durable subscription's messages, created on first use. It is
+    /// persistent when the topic is (`[topics.NAME] persistent`, or the matching auto_create
+    /// rule's `persistent`).
+    pub fn durable_queue(&self, topic: &Arc<Topic>, key: &str) -> Arc<Queue> {
+        if let Some(q) = topic.durable(key) {
+            return q;
+        }
+        let name = format!("{DURABLE_PREFIX}{}/{key}", topic.name());
+        let dest = format!("{DURABLE_DEST_PREFIX}{}/{key}", topic.name());
+        let config = self.config();
+        let mut policy = QueuePolicy::default();
+        policy.apply(&config.queue_defaults);
+        policy.persistent = match config.topics.get(topic.name()) {
+            Some(t) => t.persistent,
+            None => config
+                .auto_create_rule(topic.destination())
+                .and_then(|r| r.policy.persistent)
+                .unwrap_or(false),
+        };
+        policy.closed = false;
+        policy.read = None;
+        policy.write = None;
+        let mut queues = self.queues.write();
+        let q = queues
+            .entry(dest.clone())
+            .or_insert_with(|| {
+                tracing::info!(topic = %topic.destination(), subscription = key, persistent = policy.persistent, "durable subscription created");
+                Queue::new(name.clone(), ByteStr::from(dest), policy, None, self.journal.clone())
+            })
+            .clone();
+        drop(queues);
+        if q.is_persistent() {
+            if let Some(j) = &self.journal {
+                drop(j.append(vec![Record::QueueCreated { queue: name }]));
+            }
+        }
+        topic.attach_durable(key.to_owned(), q.clone());
+        q
+    }
+
+    /// Removes a durable subscription and its stored messages.
+    pub fn remove_durable(&self, topic: &Arc<Topic>, key: &str) -> bool {
+        let Some(q) = topic.detach_durable(key) else {
+            return false;
+        };
+        self.queues.write().remove(q.destination().as_str());
+        q.cancel_consumers("durable subscription removed");
+        if q.is_persistent() {
+            if let Some(j) = &self.journal {
+                drop(j.append(vec![Record::QueueDeleted {
+                    queue: q.name().to_owned(),
+                }]));
+            }
+        }
+        tracing::info!(topic = %topic.destination(), subscription = key, "durable subscription removed");
+        true
+    }
+
+    pub fn topic(&self, destination: &str) -> Option<Arc<Topic>> {
+        self.topics.read().get(destination).cloned()
     }
 
     pub fn queue(&self, destination: &str) -> Option<Arc<Queue>> {
@@ -547,6 +632,24 @@ impl Broker {
         &self,
         destination: &str,
     ) -> Result<(Arc<Queue>, Option<crate::storage::Commit>), ClientError> {
+        if let Some(rest) = destination.strip_prefix(DURABLE_DEST_PREFIX) {
+            // A durable subscription (listed as /durable/TOPIC/KEY).
+            let (topic, key) = rest.split_once('/').ok_or_else(|| {
+                ClientError::new(
+                    "unknown-destination",
+                    format!("{destination} does not exist"),
+                )
+            })?;
+            let t = self.topic(&format!("{TOPIC_PREFIX}{topic}"));
+            let q = self.queue(destination);
+            return match (t, q) {
+                (Some(t), Some(q)) if self.remove_durable(&t, key) => Ok((q, None)),
+                _ => Err(ClientError::new(
+                    "unknown-destination",
+                    format!("durable subscription {destination} does not exist"),
+                )),
+            };
+        }
         let Some(name) = destination.strip_prefix(QUEUE_PREFIX) else {
             return Err(ClientError::new(
                 "bad-destination",

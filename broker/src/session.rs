@@ -146,6 +146,11 @@ struct Subscription {
     unacked: VecDeque<(u64, u64)>,
     /// Topic subscriptions: messages handed to us and not yet encoded.
     pending: Option<Arc<AtomicU32>>,
+    /// The `destination` MESSAGE frames of this subscription carry (the topic, for a durable
+    /// subscription; the name the client used, for a temporary queue).
+    shown: ByteStr,
+    /// Durable topic subscription: its topic and key.
+    durable: Option<(Arc<Topic>, String)>,
 }
 
 #[derive(Clone)]
@@ -236,6 +241,10 @@ struct ConnectRequest {
 
 struct Session {
     id: u64,
+    /// The CONNECT's `client-id` (ActiveMQ durable subscriptions).
+    client_id: Option<String>,
+    /// Set while handling an UNSUBSCRIBE that also removes its durable subscription.
+    remove_durable_on_unsubscribe: Option<ByteStr>,
     peer: SocketAddr,
     cert_cn: Option<String>,
     connect_req: Option<ConnectRequest>,
@@ -295,6 +304,8 @@ impl Session {
         let now = Instant::now();
         Session {
             id,
+            client_id: None,
+            remove_durable_on_unsubscribe: None,
             peer: SocketAddr::from(([0, 0, 0, 0], 0)),
             cert_cn: None,
             connect_req: None,
@@ -576,6 +587,19 @@ impl Session {
         let Some(version) = self.version else {
             return self.on_connect(frame).map(|()| true);
         };
+        // UNSUBSCRIBE naming a durable subscription removes it for good (all dialects).
+        if frame.command == Command::Unsubscribe {
+            if let Some(id) = frame.get_bytestr("id").cloned() {
+                let removes = frame.get("durable-subscription-name").is_some()
+                    || frame.get("activemq.subscriptionName").is_some()
+                    || frame
+                        .get("durable")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+                if removes {
+                    self.remove_durable_on_unsubscribe = Some(id);
+                }
+            }
+        }
         // NACK's `requeue:false` (RabbitMQ) asks for dead-lettering instead of redelivery.
         let requeue = !frame
             .get("requeue")
@@ -607,11 +631,13 @@ impl Session {
             login,
             passcode,
             heart_beat,
+            frame,
             ..
         } = ClientFrame::from_frame(frame, version)?
         else {
             return Err(ClientError::new("bad-frame", "malformed CONNECT frame"));
         };
+        self.client_id = frame.get("client-id").map(str::to_owned);
         self.connect_req = Some(ConnectRequest {
             version,
             login: login.map(|l| l.to_string()),
@@ -909,6 +935,7 @@ impl Session {
         }
         let mut records = Vec::new();
         let mut publish = Vec::new();
+        let mut durable_commits: Vec<Commit> = Vec::new();
         for p in planned {
             match p {
                 Planned::Enqueue(q, dest, msg) => {
@@ -940,9 +967,12 @@ impl Session {
             queues[i].after(&*self.broker as &dyn QueueHost, d);
         }
         for (t, msg) in publish {
-            t.publish(Arc::new(msg));
+            if let Some(c) = t.publish_all(&*self.broker, Arc::new(msg)) {
+                durable_commits.push(c);
+            }
         }
-        Ok(commit)
+        // Journal commits complete in order: the last one covers every earlier one.
+        Ok(durable_commits.pop().or(commit))
     }
 
     fn resolve_send(&self, destination: &str) -> Result<(String, Destination), ClientError> {
@@ -1058,8 +1088,7 @@ impl Session {
                     None,
                     now,
                 )?;
-                t.publish(Arc::new(msg));
-                Ok(None)
+                Ok(t.publish_all(&*self.broker, Arc::new(msg)))
             }
         }
     }
@@ -1163,9 +1192,17 @@ impl Session {
             Some(_) => temp_name(destination, self.id).unwrap_or_else(|| destination.to_owned()),
             None => destination.to_owned(),
         };
-        let target = self
+        let mut target = self
             .broker
             .resolve(&dest, &self.principal, Intent::Read, self.id)?;
+        let mut durable = None;
+        if let Destination::Topic(t) = &target {
+            if let Some(key) = self.durable_key(frame, &id)? {
+                let q = self.broker.durable_queue(t, &key);
+                durable = Some((t.clone(), key));
+                target = Destination::Queue(q);
+            }
+        }
         let consumer = self.broker.next_id();
         let max_unacked = self.config.limits.max_unacked.max(1);
         match target {
@@ -1201,6 +1238,11 @@ impl Session {
                         target: Target::Queue(q.clone()),
                         unacked: VecDeque::new(),
                         pending: None,
+                        shown: durable
+                            .as_ref()
+                            .map(|(t, _)| t.destination().clone())
+                            .unwrap_or_else(|| ByteStr::from(destination)),
+                        durable,
                     },
                 );
                 self.subs_by_id.insert(id, consumer);
@@ -1224,6 +1266,8 @@ impl Session {
                         target: Target::Topic(t.clone()),
                         unacked: VecDeque::new(),
                         pending: Some(pending.clone()),
+                        shown: t.destination().clone(),
+                        durable: None,
                     },
                 );
                 self.subs_by_id.insert(id, consumer);
@@ -1232,6 +1276,35 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// The durable subscription a SUBSCRIBE (or UNSUBSCRIBE) names, in the dialects clients
+    /// bring, by precedence: `durable-subscription-name` (Artemis), `activemq.subscriptionName`
+    /// (ActiveMQ; with the CONNECT's `client-id` as `CLIENTID.NAME`), `durable:true` or
+    /// `persistent:true` (RabbitMQ; the subscription `id` is the name).
+    fn durable_key(&self, frame: &Frame, id: &ByteStr) -> Result<Option<String>, ClientError> {
+        let truthy = |h: &str| frame.get(h).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let key = if let Some(n) = frame.get("durable-subscription-name") {
+            Some(n.to_owned())
+        } else if let Some(n) = frame.get("activemq.subscriptionName") {
+            Some(match &self.client_id {
+                Some(c) => format!("{c}.{n}"),
+                None => n.to_owned(),
+            })
+        } else if truthy("durable") || truthy("persistent") {
+            Some(id.to_string())
+        } else {
+            None
+        };
+        match key {
+            Some(k) if k.is_empty() || k.contains('/') || k.chars().any(char::is_control) => {
+                Err(ClientError::new(
+                    "bad-header",
+                    format!("durable subscription name {k:?} must be non-empty without '/' or control characters"),
+                ))
+            }
+            k => Ok(k),
+        }
     }
 
     /// A `browser:true` subscription: the queue's ready messages, unconsumed, then an end marker.
@@ -1279,6 +1352,21 @@ impl Session {
         let Some(sub) = self.subs.remove(&consumer) else {
             return;
         };
+        if let Some((topic, key)) = &sub.durable {
+            if self.remove_durable_on_unsubscribe.as_ref() == Some(&sub.client_id) {
+                self.remove_durable_on_unsubscribe = None;
+                // Detach first so the queue's unacked messages are not handed to anyone else.
+                if let Target::Queue(q) = &sub.target {
+                    q.unsubscribe(&*self.broker, consumer);
+                }
+                self.broker.remove_durable(topic, key);
+                self.handle.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                for (tag, _) in &sub.unacked {
+                    self.ack_tags.remove(tag);
+                }
+                return;
+            }
+        }
         self.handle.subscriptions.fetch_sub(1, Ordering::Relaxed);
         for (tag, _) in &sub.unacked {
             self.ack_tags.remove(tag);
@@ -1485,7 +1573,7 @@ impl Session {
                 encode_message(
                     &mut self.wbuf,
                     version,
-                    q.destination(),
+                    &sub.shown,
                     &self.scratch_id,
                     &sub.client_id,
                     ack,

@@ -12,11 +12,15 @@ use parking_lot::RwLock;
 use stompd_protocol::ByteStr;
 
 use crate::message::SharedMessage;
-use crate::queue::ConsumerId;
+use crate::queue::{ConsumerId, Queue, QueueHost};
 use crate::session::{SessionEvent, Sink};
+use crate::storage::Commit;
 
 pub struct Topic {
     name: String,
+    /// Durable subscriptions: subscription key -> the queue that keeps its messages while the
+    /// subscriber is away.
+    durables: RwLock<Vec<(String, Arc<Queue>)>>,
     destination: ByteStr,
     next_seq: AtomicU64,
     subscribers: RwLock<Vec<Subscriber>>,
@@ -40,6 +44,7 @@ pub struct TopicStats {
 impl Topic {
     pub fn new(name: String, destination: ByteStr) -> Arc<Topic> {
         Arc::new(Topic {
+            durables: RwLock::new(Vec::new()),
             name,
             destination,
             next_seq: AtomicU64::new(1),
@@ -75,6 +80,59 @@ impl Topic {
 
     pub fn unsubscribe(&self, id: ConsumerId) {
         self.subscribers.write().retain(|s| s.id != id);
+    }
+
+    pub fn durable(&self, key: &str) -> Option<Arc<Queue>> {
+        self.durables
+            .read()
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, q)| q.clone())
+    }
+
+    pub fn attach_durable(&self, key: String, queue: Arc<Queue>) {
+        let mut d = self.durables.write();
+        if !d.iter().any(|(k, _)| *k == key) {
+            d.push((key, queue));
+        }
+    }
+
+    pub fn detach_durable(&self, key: &str) -> Option<Arc<Queue>> {
+        let mut d = self.durables.write();
+        let pos = d.iter().position(|(k, _)| k == key)?;
+        Some(d.remove(pos).1)
+    }
+
+    pub fn durable_keys(&self) -> Vec<String> {
+        self.durables
+            .read()
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Delivers to every current subscriber and stores a copy in every durable subscription's
+    /// queue. Returns the journal commit of the last durable copy (commits complete in order,
+    /// so it covers them all).
+    pub fn publish_all(&self, host: &dyn QueueHost, msg: SharedMessage) -> Option<Commit> {
+        let mut last = None;
+        let durables: Vec<Arc<Queue>> = self
+            .durables
+            .read()
+            .iter()
+            .map(|(_, q)| q.clone())
+            .collect();
+        for q in durables {
+            match q.send_shared(host, msg.clone()) {
+                Ok((_, Some(c))) => last = Some(c),
+                Ok((_, None)) => {}
+                Err(e) => {
+                    tracing::warn!(topic = %self.destination, queue = q.name(), error = %e, "durable subscription refused a message")
+                }
+            }
+        }
+        self.publish(msg);
+        last
     }
 
     /// Delivers to every current subscriber. Returns the number of subscribers reached.
