@@ -12,6 +12,7 @@ pub mod error;
 pub mod message;
 pub mod queue;
 pub mod registry;
+pub mod selector;
 pub mod server;
 pub mod session;
 pub mod storage;
