@@ -1195,10 +1195,17 @@ impl Session {
         let mut target = self
             .broker
             .resolve(&dest, &self.principal, Intent::Read, self.id)?;
+        let selector = match frame.get("selector").filter(|s| !s.trim().is_empty()) {
+            Some(text) => Some(Arc::new(crate::selector::Selector::parse(text).map_err(
+                |e| ClientError::new("bad-selector", format!("invalid selector: {e}")),
+            )?)),
+            None => None,
+        };
         let mut durable = None;
         if let Destination::Topic(t) = &target {
             if let Some(key) = self.durable_key(frame, &id)? {
                 let q = self.broker.durable_queue(t, &key);
+                t.set_durable_selector(&key, selector.clone());
                 durable = Some((t.clone(), key));
                 target = Destination::Queue(q);
             }
@@ -1207,6 +1214,12 @@ impl Session {
         let max_unacked = self.config.limits.max_unacked.max(1);
         match target {
             Destination::Queue(q) => {
+                if selector.is_some() && durable.is_none() {
+                    return Err(ClientError::new(
+                        "unsupported",
+                        "selectors are supported on topic subscriptions (durable or not), not yet on queues",
+                    ));
+                }
                 let policy_ack = q.acknowledgement();
                 let ack = match policy_ack {
                     Acknowledgement::Required if ack == AckMode::Auto => {
@@ -1272,7 +1285,7 @@ impl Session {
                 );
                 self.subs_by_id.insert(id, consumer);
                 self.handle.subscriptions.fetch_add(1, Ordering::Relaxed);
-                t.subscribe(consumer, self.tx.clone(), pending, max_unacked);
+                t.subscribe(consumer, self.tx.clone(), pending, max_unacked, selector);
             }
         }
         Ok(())

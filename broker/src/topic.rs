@@ -11,8 +11,10 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use stompd_protocol::ByteStr;
 
+use crate::message::Message;
 use crate::message::SharedMessage;
 use crate::queue::{ConsumerId, Queue, QueueHost};
+use crate::selector::Selector;
 use crate::session::{SessionEvent, Sink};
 use crate::storage::Commit;
 
@@ -20,7 +22,7 @@ pub struct Topic {
     name: String,
     /// Durable subscriptions: subscription key -> the queue that keeps its messages while the
     /// subscriber is away.
-    durables: RwLock<Vec<(String, Arc<Queue>)>>,
+    durables: RwLock<Vec<(String, Arc<Queue>, Option<Arc<Selector>>)>>,
     destination: ByteStr,
     next_seq: AtomicU64,
     subscribers: RwLock<Vec<Subscriber>>,
@@ -29,6 +31,7 @@ pub struct Topic {
 
 struct Subscriber {
     id: ConsumerId,
+    selector: Option<Arc<Selector>>,
     sink: Sink,
     /// Messages handed to the session and not yet written; shared with the session.
     pending: Arc<AtomicU32>,
@@ -69,9 +72,17 @@ impl Topic {
     }
 
     /// Adds a subscriber; `pending` is decremented by its session as it writes.
-    pub fn subscribe(&self, id: ConsumerId, sink: Sink, pending: Arc<AtomicU32>, limit: u32) {
+    pub fn subscribe(
+        &self,
+        id: ConsumerId,
+        sink: Sink,
+        pending: Arc<AtomicU32>,
+        limit: u32,
+        selector: Option<Arc<Selector>>,
+    ) {
         self.subscribers.write().push(Subscriber {
             id,
+            selector,
             sink,
             pending,
             limit: limit.max(1),
@@ -86,20 +97,28 @@ impl Topic {
         self.durables
             .read()
             .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, q)| q.clone())
+            .find(|(k, _, _)| k == key)
+            .map(|(_, q, _)| q.clone())
     }
 
     pub fn attach_durable(&self, key: String, queue: Arc<Queue>) {
         let mut d = self.durables.write();
-        if !d.iter().any(|(k, _)| *k == key) {
-            d.push((key, queue));
+        if !d.iter().any(|(k, _, _)| *k == key) {
+            d.push((key, queue, None));
+        }
+    }
+
+    /// Sets (or clears) the selector that filters what a durable subscription stores; the
+    /// latest SUBSCRIBE decides.
+    pub fn set_durable_selector(&self, key: &str, selector: Option<Arc<Selector>>) {
+        if let Some(e) = self.durables.write().iter_mut().find(|(k, _, _)| k == key) {
+            e.2 = selector;
         }
     }
 
     pub fn detach_durable(&self, key: &str) -> Option<Arc<Queue>> {
         let mut d = self.durables.write();
-        let pos = d.iter().position(|(k, _)| k == key)?;
+        let pos = d.iter().position(|(k, _, _)| k == key)?;
         Some(d.remove(pos).1)
     }
 
@@ -107,20 +126,21 @@ impl Topic {
         self.durables
             .read()
             .iter()
-            .map(|(k, _)| k.clone())
+            .map(|(k, _, _)| k.clone())
             .collect()
     }
 
     /// Delivers to every current subscriber and stores a copy in every durable subscription's
-    /// queue. Returns the journal commit of the last durable copy (commits complete in order,
-    /// so it covers them all).
+    /// queue whose selector (if any) matches. Returns the journal commit of the last durable
+    /// copy (commits complete in order, so it covers them all).
     pub fn publish_all(&self, host: &dyn QueueHost, msg: SharedMessage) -> Option<Commit> {
         let mut last = None;
         let durables: Vec<Arc<Queue>> = self
             .durables
             .read()
             .iter()
-            .map(|(_, q)| q.clone())
+            .filter(|(_, _, sel)| sel.as_ref().is_none_or(|s| matches(s, &msg)))
+            .map(|(_, q, _)| q.clone())
             .collect();
         for q in durables {
             match q.send_shared(host, msg.clone()) {
@@ -144,6 +164,9 @@ impl Topic {
         {
             let subs = self.subscribers.read();
             for s in subs.iter() {
+                if s.selector.as_ref().is_some_and(|sel| !matches(sel, &msg)) {
+                    continue;
+                }
                 if s.pending.fetch_add(1, Ordering::AcqRel) >= s.limit {
                     s.pending.fetch_sub(1, Ordering::AcqRel);
                     slow.push(s.id);
@@ -176,4 +199,24 @@ impl Topic {
         }
         reached
     }
+}
+
+const PRIORITIES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+
+/// Evaluates a selector against a message: its headers, plus `priority`, `timestamp` and
+/// `destination`, which the broker keeps outside the header list.
+pub fn matches(selector: &Selector, msg: &Message) -> bool {
+    let timestamp = msg.timestamp_ms.to_string();
+    let lookup = |name: &str| -> Option<&str> {
+        match name {
+            "priority" => Some(
+                msg.header("priority")
+                    .unwrap_or(PRIORITIES[msg.priority.min(9) as usize]),
+            ),
+            "timestamp" => Some(timestamp.as_str()),
+            "destination" => Some(msg.destination.as_str()),
+            _ => msg.header(name),
+        }
+    };
+    selector.matches(&lookup)
 }
