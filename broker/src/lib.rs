@@ -17,5 +17,6 @@ pub mod server;
 pub mod session;
 pub mod storage;
 pub mod tls;
+pub mod tools;
 pub mod topic;
 pub mod ws;

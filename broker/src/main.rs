@@ -36,6 +36,12 @@ enum Command {
     HashPassword,
     /// Load generator: run benchmark scenarios against any STOMP broker (see BENCHMARKS.md).
     Bench(Box<stompd::bench::BenchArgs>),
+    /// Send one message to a running broker and wait for its RECEIPT (exit 3 on ERROR).
+    Send(Box<stompd::tools::SendArgs>),
+    /// Receive messages with a wait, like MQGet: exit 0 after --count, 2 at --timeout.
+    Recv(Box<stompd::tools::RecvArgs>),
+    /// Quick conformance check of any STOMP broker: PASS/FAIL per check, exit 1 on any FAIL.
+    Probe(Box<stompd::tools::ProbeArgs>),
 }
 
 #[derive(Args, Clone)]
@@ -107,6 +113,9 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Bench(args)) => stompd::bench::main(*args),
+        Some(Command::Send(args)) => stompd::tools::send(*args),
+        Some(Command::Recv(args)) => stompd::tools::recv(*args),
+        Some(Command::Probe(args)) => stompd::tools::probe(*args),
         Some(Command::PrintConfig) => {
             let _ = std::io::stdout().write_all(DEFAULT_CONFIG.as_bytes());
             ExitCode::SUCCESS
