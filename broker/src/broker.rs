@@ -364,7 +364,7 @@ impl Broker {
             return false;
         };
         self.queues.write().remove(q.destination().as_str());
-        q.cancel_consumers("durable subscription removed");
+        q.cancel_consumers("durable-subscription-removed");
         if q.is_persistent() {
             if let Some(j) = &self.journal {
                 drop(j.append(vec![Record::QueueDeleted {
@@ -433,6 +433,27 @@ impl Broker {
         }
         if let Some(name) = destination.strip_prefix(TOPIC_PREFIX) {
             check_name(destination, name)?;
+            // A topic's own read/write lists further restrict the access rules.
+            if let Some(tc) = self.config().topics.get(name) {
+                let list = match intent {
+                    Intent::Read => &tc.read,
+                    Intent::Write => &tc.write,
+                };
+                if list
+                    .as_ref()
+                    .is_some_and(|l| !l.iter().any(|e| principal.matches(e)))
+                {
+                    let verb = if intent == Intent::Read {
+                        "read from"
+                    } else {
+                        "write to"
+                    };
+                    return Err(ClientError::new(
+                        "access-denied",
+                        format!("{} may not {verb} {destination}", principal.name),
+                    ));
+                }
+            }
             if let Some(t) = self.topics.read().get(destination) {
                 return Ok(Destination::Topic(t.clone()));
             }
@@ -443,6 +464,13 @@ impl Broker {
         if let Some(name) = destination.strip_prefix(TEMP_QUEUE_PREFIX) {
             check_name(destination, name)?;
             if let Some(q) = self.queue(destination) {
+                // Anyone holding the name may reply to it; only its owner reads it.
+                if intent == Intent::Read && q.owner() != Some(session) {
+                    return Err(ClientError::new(
+                        "access-denied",
+                        format!("{destination} is private to the connection that created it"),
+                    ));
+                }
                 return Ok(Destination::Queue(q));
             }
             // Only the owner creates its temporary queues, under the name `temp_name` gave it.
@@ -670,7 +698,7 @@ impl Broker {
                 format!("queue {destination} does not exist"),
             ));
         };
-        queue.cancel_consumers("queue deleted");
+        queue.cancel_consumers("queue-deleted");
         let commit = self
             .journal
             .as_ref()
@@ -689,7 +717,7 @@ impl Broker {
         let mut queues = self.queues.write();
         queues.retain(|_, q| {
             if q.owner() == Some(session) {
-                q.cancel_consumers("temporary queue deleted");
+                q.cancel_consumers("temporary-queue-deleted");
                 false
             } else {
                 true

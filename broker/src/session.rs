@@ -577,7 +577,10 @@ impl Session {
                     }
                 }
                 Ok(None) => return Ok(true),
-                Err(e) => return Err(ClientError::from(&e)),
+                Err(e) => {
+                    let receipt = self.codec.take_failed_receipt().map(ByteStr::from);
+                    return Err(ClientError::from(&e).with_receipt(receipt.as_ref()));
+                }
             }
         }
     }
@@ -1650,7 +1653,7 @@ impl Session {
                 let emitted = self.emit_event(
                     "subscription-cancelled",
                     &[
-                        ("subscription", sub.client_id.as_str()),
+                        ("event-subscription", sub.client_id.as_str()),
                         ("subscription-destination", destination.as_str()),
                         ("reason", reason),
                     ],
@@ -1689,7 +1692,7 @@ impl Session {
                 self.emit_event(
                     "ack-timeout",
                     &[
-                        ("subscription", client_id.as_str()),
+                        ("event-subscription", client_id.as_str()),
                         ("subscription-destination", destination.as_str()),
                         ("timed-out-message-id", message_id.as_str()),
                         ("timed-out-ack", ack.as_str()),

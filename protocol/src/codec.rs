@@ -96,6 +96,8 @@ pub struct StompCodec {
     st: State,
     /// Bytes examined by the scanner, for the test that decoding stays linear under tiny reads.
     examined: u64,
+    /// The `receipt` header of a frame that failed to decode after its headers were read.
+    failed_receipt: Option<String>,
 }
 
 impl StompCodec {
@@ -117,6 +119,7 @@ impl StompCodec {
             limits,
             st: State::default(),
             examined: 0,
+            failed_receipt: None,
         }
     }
 
@@ -251,6 +254,31 @@ impl StompCodec {
         }
         self.st.headers.push((name_part, value_part));
         Ok(())
+    }
+
+    /// The `receipt` header among the already-examined header lines of the frame at the head of
+    /// `src` (only used on errors, so the ERROR can carry `receipt-id`).
+    fn receipt_of_partial(&self, src: &[u8]) -> Option<String> {
+        if self.st.command.is_none() {
+            return None;
+        }
+        // The header block as far as it arrived (bounded: this runs only on errors).
+        let head = src.get(..src.len().min(64 * 1024))?;
+        let head = match memchr::memmem::find(head, b"\n\n") {
+            Some(blank) => head.get(..blank + 1)?,
+            None => head,
+        };
+        let at = memchr::memmem::find(head, b"\nreceipt:")? + b"\nreceipt:".len();
+        let rest = head.get(at..)?;
+        let end = memchr::memchr(b'\n', rest)?;
+        let value = rest.get(..end)?;
+        let value = value.strip_suffix(b"\r").unwrap_or(value);
+        std::str::from_utf8(value).ok().map(str::to_owned)
+    }
+
+    /// Takes the `receipt` of the frame whose decoding last failed, if its headers were read.
+    pub fn take_failed_receipt(&mut self) -> Option<String> {
+        self.failed_receipt.take()
     }
 
     fn decode_inner(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, DecodeError> {
@@ -449,6 +477,7 @@ impl Decoder for StompCodec {
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, DecodeError> {
         let r = self.decode_inner(src);
         if r.is_err() {
+            self.failed_receipt = self.receipt_of_partial(src);
             // The stream is unusable after an error; start clean rather than from a torn state.
             self.st.reset();
         }

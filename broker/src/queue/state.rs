@@ -492,7 +492,6 @@ impl QueueState {
             }
             if let Some((_, entry)) = self.delayed.pop_first() {
                 self.delayed_bytes -= entry.msg.size();
-                fx.redelivered.push((entry.seq, entry.redeliveries));
                 self.insert_ready(entry);
                 promoted = true;
             }
@@ -685,8 +684,9 @@ impl QueueState {
                 fx.redelivered.push((entry.seq, entry.redeliveries));
                 self.insert_ready(entry);
             } else {
-                // Counted in depth and bytes while it waits; its redelivery is journaled when it
-                // comes back to ready (a restart before that makes it ready at once).
+                // Counted in depth and bytes while it waits; its new count is journaled now, so a
+                // restart during the delay keeps it (the message is then ready at once).
+                fx.redelivered.push((entry.seq, entry.redeliveries));
                 let due = now_ms.saturating_add(delay.as_millis() as u64);
                 self.delayed_bytes += entry.msg.size();
                 self.delayed.insert((due, entry.seq), entry);
