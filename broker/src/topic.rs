@@ -18,11 +18,14 @@ use crate::selector::Selector;
 use crate::session::{SessionEvent, Sink};
 use crate::storage::Commit;
 
+/// A durable subscription: its key, its queue, and the selector filtering what it stores.
+type Durable = (String, Arc<Queue>, Option<Arc<Selector>>);
+
 pub struct Topic {
     name: String,
     /// Durable subscriptions: subscription key -> the queue that keeps its messages while the
     /// subscriber is away.
-    durables: RwLock<Vec<(String, Arc<Queue>, Option<Arc<Selector>>)>>,
+    durables: RwLock<Vec<Durable>>,
     destination: ByteStr,
     next_seq: AtomicU64,
     subscribers: RwLock<Vec<Subscriber>>,

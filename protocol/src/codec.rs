@@ -259,9 +259,7 @@ impl StompCodec {
     /// The `receipt` header among the already-examined header lines of the frame at the head of
     /// `src` (only used on errors, so the ERROR can carry `receipt-id`).
     fn receipt_of_partial(&self, src: &[u8]) -> Option<String> {
-        if self.st.command.is_none() {
-            return None;
-        }
+        self.st.command?;
         // The header block as far as it arrived (bounded: this runs only on errors).
         let head = src.get(..src.len().min(64 * 1024))?;
         let head = match memchr::memmem::find(head, b"\n\n") {
