@@ -358,6 +358,66 @@ impl Broker {
         q
     }
 
+    /// Moves the ready messages of a dead-letter queue back to the queues they came from
+    /// (`original-destination`), without the dead-letter headers. Each message is removed from
+    /// the dead-letter queue only once its original queue accepted it. Returns (moved, kept).
+    pub fn redrive(&self, dlq_destination: &str) -> Result<(u64, u64), ClientError> {
+        let dlq = self.queue(dlq_destination).ok_or_else(|| {
+            ClientError::new(
+                "unknown-destination",
+                format!("queue {dlq_destination} does not exist"),
+            )
+        })?;
+        let (mut moved, mut kept) = (0, 0);
+        for d in dlq.browse(usize::MAX) {
+            let target = d.msg.header("original-destination").and_then(|o| {
+                self.queue(o).or_else(|| {
+                    let name = o.strip_prefix(QUEUE_PREFIX)?;
+                    self.create_queue(o, name, &Principal::anonymous()).ok()
+                })
+            });
+            let Some(target) = target else {
+                kept += 1;
+                continue;
+            };
+            let headers = d
+                .msg
+                .headers
+                .iter()
+                .filter(|(n, _)| {
+                    !n.as_str().starts_with("dead-letter-") && !n.as_str().starts_with("original-")
+                })
+                .cloned()
+                .collect();
+            let msg = Message {
+                destination: target.destination().clone(),
+                headers,
+                body: d.msg.body.clone(),
+                priority: d.msg.priority,
+                timestamp_ms: now_ms(),
+                expires_at_ms: None,
+                idempotency_key: None,
+            };
+            match target.send(self, msg) {
+                Ok(_) => {
+                    dlq.remove(self, d.seq);
+                    moved += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(dead_letter = dlq_destination, to = %target.destination(), error = %e, "redrive refused");
+                    kept += 1;
+                }
+            }
+        }
+        tracing::info!(
+            dead_letter = dlq_destination,
+            moved,
+            kept,
+            "dead letters moved back"
+        );
+        Ok((moved, kept))
+    }
+
     /// Removes a durable subscription and its stored messages.
     pub fn remove_durable(&self, topic: &Arc<Topic>, key: &str) -> bool {
         let Some(q) = topic.detach_durable(key) else {

@@ -42,6 +42,18 @@ enum Command {
     Recv(Box<stompd::tools::RecvArgs>),
     /// Quick conformance check of any STOMP broker: PASS/FAIL per check, exit 1 on any FAIL.
     Probe(Box<stompd::tools::ProbeArgs>),
+    /// Move the dead letters of a queue back to their original queues, through a running
+    /// broker's admin API (`POST /api/queues/NAME/redrive`).
+    Redrive {
+        /// The dead-letter queue, e.g. `/queue/orders.dlq` or `orders.dlq`.
+        queue: String,
+        /// The broker's admin listener.
+        #[arg(long, value_name = "ADDR")]
+        admin: SocketAddr,
+        /// `USER:PASSWORD` for HTTP Basic auth when the broker has users.
+        #[arg(long, value_name = "USER:PASSWORD")]
+        user: Option<String>,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -116,6 +128,18 @@ fn main() -> ExitCode {
         Some(Command::Send(args)) => stompd::tools::send(*args),
         Some(Command::Recv(args)) => stompd::tools::recv(*args),
         Some(Command::Probe(args)) => stompd::tools::probe(*args),
+        Some(Command::Redrive { queue, admin, user }) => {
+            match stompd::tools::redrive(admin, &queue, user.as_deref()) {
+                Ok(body) => {
+                    let _ = writeln!(std::io::stdout(), "{body}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    let _ = writeln!(std::io::stderr(), "stompd redrive: {e}");
+                    ExitCode::from(3)
+                }
+            }
+        }
         Some(Command::PrintConfig) => {
             let _ = std::io::stdout().write_all(DEFAULT_CONFIG.as_bytes());
             ExitCode::SUCCESS

@@ -1206,3 +1206,68 @@ fn heartbeats_are_negotiated_logged_and_late_beats_within_the_grace_are_tolerate
     }
     c.assert_round_trip("after-late-beats");
 }
+
+#[test]
+fn dead_letters_move_back_to_their_queue_through_the_admin_api_and_the_cli() {
+    let config = config_with(
+        "[queues.jobs]\nnack = \"dead-letter\"\ndead_letter = \"jobs-dlq\"\n\n[queues.jobs-dlq]\n",
+    );
+    let broker = Broker::builder()
+        .config(config)
+        .arg("--admin-listen")
+        .arg("127.0.0.1:0")
+        .start();
+    let admin = admin_addr(&broker);
+    let mut c = Client::connect_v12(broker.addr());
+    for body in ["j1", "j2"] {
+        c.send_to_sync("/queue/jobs", body.as_bytes(), &[("color", "red")]);
+    }
+    c.subscribe_sync("w", "/queue/jobs", "client-individual");
+    for _ in 0..2 {
+        let m = c.expect(Command::Message, TIMEOUT);
+        let ack = m.get("ack").expect("ack id").to_owned();
+        c.send(&Frame::new(Command::Nack).with_header("id", ack.as_str()));
+    }
+    c.send(
+        &Frame::new(Command::Unsubscribe)
+            .with_header("id", "w")
+            .with_header("receipt", "u"),
+    );
+    c.expect(Command::Receipt, TIMEOUT);
+
+    // Both are dead letters now; the admin call moves one batch back.
+    let (status, text) = http(admin, "POST", "/api/queues/jobs-dlq/redrive");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"moved\":2"), "{text}");
+
+    c.subscribe_sync("again", "/queue/jobs", "client-individual");
+    for _ in 0..2 {
+        let m = c.expect(Command::Message, TIMEOUT);
+        assert_eq!(m.get("color"), Some("red"), "{}", describe(&m));
+        assert_eq!(
+            m.get("dead-letter-reason"),
+            None,
+            "dead-letter headers removed"
+        );
+        let ack = m.get("ack").expect("ack id").to_owned();
+        // Dead-letter them again for the CLI round.
+        c.send(&Frame::new(Command::Nack).with_header("id", ack.as_str()));
+    }
+    c.send(
+        &Frame::new(Command::Unsubscribe)
+            .with_header("id", "again")
+            .with_header("receipt", "u2"),
+    );
+    c.expect(Command::Receipt, TIMEOUT);
+
+    let out = std::process::Command::new(stompd_tests::stompd_bin())
+        .args(["redrive", "/queue/jobs-dlq", "--admin", &admin.to_string()])
+        .output()
+        .expect("run stompd redrive");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"moved\":2"));
+}

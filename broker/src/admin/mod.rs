@@ -260,7 +260,8 @@ pub async fn respond(admin: &Admin, req: RequestInfo) -> Response<Full<Bytes>> {
         | Route::RemoveMessage(s, _)
         | Route::Purge(s)
         | Route::Close(s)
-        | Route::Reopen(s) => queue_destination(s),
+        | Route::Reopen(s)
+        | Route::Redrive(s) => queue_destination(s),
         _ => BROKER_RESOURCE.to_owned(),
     };
     let principal = match admin
@@ -354,6 +355,12 @@ async fn dispatch(admin: &Admin, route: &Route, query: Option<&str>) -> ApiResul
         Route::Topics => api::topics(b),
         Route::Connections => api::connections(b),
         Route::CloseConnection(id) => api::close_connection(b, *id),
+        Route::Redrive(s) => match b.redrive(&queue_destination(s)) {
+            Ok((moved, kept)) => Ok(Reply::ok(
+                &serde_json::json!({ "moved": moved, "kept": kept }),
+            )),
+            Err(e) => Err(api::ApiError::new(StatusCode::NOT_FOUND, e.code, e.message)),
+        },
         Route::Reload => match b.reload() {
             Ok(summary) => Ok(Reply::ok(
                 &serde_json::json!({ "reloaded": true, "summary": summary }),

@@ -26,6 +26,7 @@ pub enum Route {
     Connections,
     CloseConnection(u64),
     Reload,
+    Redrive(String),
 }
 
 impl Route {
@@ -41,6 +42,7 @@ impl Route {
                 | Route::Reopen(_)
                 | Route::CloseConnection(_)
                 | Route::Reload
+                | Route::Redrive(_)
         )
     }
 }
@@ -124,6 +126,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, RouteError> {
         ["api", "queues", name, "purge"] => post(Route::Purge(name.to_owned())),
         ["api", "queues", name, "close"] => post(Route::Close(name.to_owned())),
         ["api", "queues", name, "reopen"] => post(Route::Reopen(name.to_owned())),
+        ["api", "queues", name, "redrive"] => post(Route::Redrive(name.to_owned())),
         _ => Err(RouteError::NotFound),
     }
 }
