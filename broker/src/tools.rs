@@ -1085,6 +1085,57 @@ fn cleanup(host: &str, port: u16, conn: &ConnArgs, dest: &str, timeout: Duration
     };
 }
 
+/// `stompd redrive`: asks a running broker's admin API to move a dead-letter queue's messages
+/// back to their original queues. Returns the JSON answer.
+pub fn redrive(
+    admin: std::net::SocketAddr,
+    queue: &str,
+    user: Option<&str>,
+) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let name = queue.strip_prefix("/queue/").unwrap_or(queue);
+    let path: String = name
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let mut req = format!(
+        "POST /api/queues/{path}/redrive HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n",
+        admin.ip()
+    );
+    if let Some(cred) = user {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(cred);
+        req.push_str(&format!("Authorization: Basic {token}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut s = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(5))
+        .map_err(|e| format!("cannot reach the admin API at {admin}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((resp.as_str(), ""));
+    let ok = head
+        .lines()
+        .next()
+        .is_some_and(|l| l.split_whitespace().nth(1) == Some("200"));
+    if ok {
+        Ok(body.trim().to_owned())
+    } else {
+        Err(format!(
+            "{} {}",
+            head.lines().next().unwrap_or("no answer"),
+            body.trim()
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1151,56 +1202,5 @@ mod tests {
         let mut out = Vec::new();
         print_message(&mut out, &f.with_body(&b"x\n"[..]), false).unwrap();
         assert_eq!(out, b"x\n");
-    }
-}
-
-/// `stompd redrive`: asks a running broker's admin API to move a dead-letter queue's messages
-/// back to their original queues. Returns the JSON answer.
-pub fn redrive(
-    admin: std::net::SocketAddr,
-    queue: &str,
-    user: Option<&str>,
-) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let name = queue.strip_prefix("/queue/").unwrap_or(queue);
-    let path: String = name
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let mut req = format!(
-        "POST /api/queues/{path}/redrive HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n",
-        admin.ip()
-    );
-    if let Some(cred) = user {
-        use base64::Engine as _;
-        let token = base64::engine::general_purpose::STANDARD.encode(cred);
-        req.push_str(&format!("Authorization: Basic {token}\r\n"));
-    }
-    req.push_str("\r\n");
-    let mut s = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(5))
-        .map_err(|e| format!("cannot reach the admin API at {admin}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((resp.as_str(), ""));
-    let ok = head
-        .lines()
-        .next()
-        .is_some_and(|l| l.split_whitespace().nth(1) == Some("200"));
-    if ok {
-        Ok(body.trim().to_owned())
-    } else {
-        Err(format!(
-            "{} {}",
-            head.lines().next().unwrap_or("no answer"),
-            body.trim()
-        ))
     }
 }
