@@ -64,7 +64,11 @@ impl Message {
         let Frame { headers, body, .. } = frame;
         let mut kept = Vec::with_capacity(headers.len());
         for (name, value) in headers {
-            if !TRANSPORT_HEADERS.contains(&name.as_str()) {
+            // Compared as bytes: names were validated once by the decoder.
+            if !TRANSPORT_HEADERS
+                .iter()
+                .any(|t| t.as_bytes() == name.as_bytes())
+            {
                 kept.push((name, value));
             }
         }
@@ -87,7 +91,7 @@ impl Message {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
-            .find(|(n, _)| n.as_str() == name)
+            .find(|(n, _)| n.as_bytes() == name.as_bytes())
             .map(|(_, v)| v.as_str())
     }
 

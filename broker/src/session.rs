@@ -990,7 +990,7 @@ impl Session {
     /// answers reaches it.
     fn rewrite_reply_to(&self, mut frame: Frame) -> Frame {
         for (name, value) in frame.headers.iter_mut() {
-            if name.as_str() == "reply-to" {
+            if name.as_bytes() == b"reply-to" {
                 if let Some(global) = temp_name(value.as_str(), self.id) {
                     *value = ByteStr::from(global);
                 }
