@@ -466,15 +466,18 @@ fn kill_9_at_random_moments_loses_no_receipted_message_and_resurrects_no_receipt
         .collect();
     // Consumers go on until nothing arrived for a while (bounded).
     let drain_deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    // Whether the consumers went quiet (a stall) rather than running out of time while still
+    // receiving (a slow machine): only the first makes leftover messages a failure.
+    let went_idle = loop {
         let last = Duration::from_millis(shared.last_message_ms.load(Ordering::SeqCst));
-        if shared.start.elapsed().saturating_sub(last) > Duration::from_millis(1000)
-            || Instant::now() > drain_deadline
-        {
-            break;
+        if shared.start.elapsed().saturating_sub(last) > Duration::from_millis(1000) {
+            break true;
+        }
+        if Instant::now() > drain_deadline {
+            break false;
         }
         thread::sleep(Duration::from_millis(50));
-    }
+    };
     shared.stop_consuming.store(true, Ordering::SeqCst);
     let deliveries: Vec<Delivery> = consumers
         .into_iter()
@@ -491,7 +494,14 @@ fn kill_9_at_random_moments_loses_no_receipted_message_and_resurrects_no_receipt
 
     // ----- analysis -----
     let mut failures = shared.failures.lock().unwrap().clone();
-    if !left.is_empty() {
+    if !left.is_empty() && !went_idle {
+        eprintln!(
+            "drain deadline reached with the consumers still receiving; the final drain took \
+             the remaining {} message(s) (counted as delivered)",
+            left.len()
+        );
+    }
+    if !left.is_empty() && went_idle {
         failures.push(format!(
             "STUCK: {} message(s) still in the queue after the consumers had been idle for 1 s \
              (the consumers got nothing more while these were ready; first: {})",
