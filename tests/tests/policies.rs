@@ -203,6 +203,11 @@ fn send_to_a_closed_queue_gets_error_but_subscribing_works() {
     p.send(&stompd_tests::send_frame("/queue/shut", b"no", &[]));
     let e = p.expect(Command::Error, TIMEOUT);
     assert!(e.get("message").is_some(), "{}", describe(&e));
+    // The queue is closed and empty: the subscriber gets the end-of-stream marker (and never
+    // the refused message).
+    let end = c.expect(Command::Message, TIMEOUT);
+    assert_eq!(end.get("queue-state"), Some("closed"), "{}", describe(&end));
+    assert!(end.body.is_empty());
     c.expect_nothing(QUIET);
 }
 
