@@ -203,6 +203,9 @@ impl Broker {
                 for m in &mut rq.messages {
                     m.redelivery_count = m.redelivery_count.max(1);
                 }
+                for m in &mut rq.paged {
+                    m.redelivery_count = m.redelivery_count.max(1);
+                }
             }
             if let Some(rest) = name.strip_prefix(DURABLE_PREFIX) {
                 // A durable topic subscription: re-attach its queue to its topic.
@@ -217,8 +220,8 @@ impl Broker {
                     .or_insert_with(|| Topic::new(topic_name.to_owned(), ByteStr::from(tdest)))
                     .clone();
                 let q = self.durable_queue(&topic, key);
-                let n = rq.messages.len();
-                q.restore(rq.messages, false, rq.next_seq);
+                let n = rq.messages.len() + rq.paged.len();
+                q.restore(rq.messages, rq.paged, false, rq.next_seq);
                 tracing::info!(topic = %topic.destination(), subscription = key, messages = n, "durable subscription recovered");
                 continue;
             }
@@ -229,12 +232,12 @@ impl Broker {
                     let policy = match config.resolve_queue(&name) {
                         Some(p) => p,
                         None => {
-                            if rq.messages.is_empty() {
+                            if rq.messages.is_empty() && rq.paged.is_empty() {
                                 continue;
                             }
                             tracing::warn!(
                                 queue = name,
-                                messages = rq.messages.len(),
+                                messages = rq.messages.len() + rq.paged.len(),
                                 "stored queue is no longer configured; keeping its messages"
                             );
                             QueuePolicy {
@@ -254,15 +257,29 @@ impl Broker {
                     q
                 }
             };
-            if !queue.is_persistent() && !rq.messages.is_empty() {
+            if !queue.is_persistent() && !(rq.messages.is_empty() && rq.paged.is_empty()) {
                 tracing::warn!(
                     queue = name,
                     "queue is now ephemeral; its stored messages are kept in memory only"
                 );
+                // An ephemeral queue cannot read from the journal later: read them all now.
+                if let Some(journal) = &self.journal {
+                    for p in std::mem::take(&mut rq.paged) {
+                        match journal.read_message(&name, p.seq) {
+                            Ok(mut m) => {
+                                m.redelivery_count = p.redelivery_count;
+                                rq.messages.push(m);
+                            }
+                            Err(e) => {
+                                tracing::error!(queue = name, seq = p.seq, error = %e, "stored message cannot be read")
+                            }
+                        }
+                    }
+                    rq.messages.sort_by_key(|m| m.seq);
+                }
             }
-            let n = rq.messages.len();
-            let messages = rq.messages;
-            queue.restore(messages, rq.closed, rq.next_seq);
+            let n = rq.messages.len() + rq.paged.len();
+            queue.restore(rq.messages, rq.paged, rq.closed, rq.next_seq);
             if n > 0 {
                 tracing::info!(queue = name, messages = n, "queue recovered");
             }
@@ -792,6 +809,50 @@ impl Broker {
             q.tick(self, now);
         }
     }
+
+    /// Keeps the bodies that persistent queues hold in memory within
+    /// `storage.memory_budget_bytes`: when over it, the messages due last (largest queues
+    /// first) are paged out down to 90% of it, to be read back from the journal when due.
+    /// Returns the bytes paged out.
+    pub fn enforce_memory_budget(&self) -> u64 {
+        if self.journal.is_none() {
+            return 0;
+        }
+        let budget = self.config().storage.memory_budget();
+        if budget == u64::MAX {
+            return 0;
+        }
+        let mut queues: Vec<(u64, Arc<Queue>)> = self
+            .queues()
+            .into_iter()
+            .filter(|q| q.is_persistent())
+            .map(|q| (q.resident_bytes(), q))
+            .collect();
+        let total: u64 = queues.iter().map(|(r, _)| r).sum();
+        if total <= budget {
+            return 0;
+        }
+        let mut excess = total - budget / 10 * 9;
+        queues.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut freed = 0;
+        for (resident, q) in queues {
+            let f = q.page_out(resident.min(excess));
+            freed += f;
+            excess = excess.saturating_sub(f);
+            if excess == 0 {
+                break;
+            }
+        }
+        if freed > 0 {
+            tracing::debug!(
+                resident_bytes = total - freed,
+                budget,
+                paged_out_bytes = freed,
+                "message bodies paged out to the journal"
+            );
+        }
+        freed
+    }
 }
 
 /// `/temp-queue/NAME` as the owning session writes it becomes a broker-wide name carrying the
@@ -852,7 +913,14 @@ impl QueueHost for Broker {
                 );
                 continue;
             };
-            let original = &d.entry.msg;
+            let Some(original) = &d.entry.msg else {
+                tracing::error!(
+                    queue = from.name(),
+                    seq,
+                    "dead letter could not be read back from the journal; it stays in its queue's journal"
+                );
+                continue;
+            };
             let mut headers = original.headers.clone();
             let extra: [(&str, String); 6] = [
                 ("original-destination", from.destination().to_string()),

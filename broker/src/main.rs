@@ -232,6 +232,7 @@ fn open_storage(config: &Config) -> anyhow::Result<(Journal, Recovered, bool)> {
         dir: s.dir.clone(),
         segment_bytes: s.segment_bytes,
         fsync,
+        memory_budget: s.memory_budget(),
     };
     let (journal, recovered) = Journal::open(opts)
         .with_context(|| format!("cannot open the journal in {}", s.dir.display()))?;
@@ -330,7 +331,10 @@ async fn serve(
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tick.tick() => broker.expire_all(),
+                    _ = tick.tick() => {
+                        broker.expire_all();
+                        broker.enforce_memory_budget();
+                    }
                 }
             }
         })

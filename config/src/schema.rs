@@ -250,6 +250,15 @@ impl StorageConfig {
     pub fn fsync_interval(&self) -> Duration {
         Duration::from_millis(self.fsync_interval_ms)
     }
+
+    /// Body bytes of persistent queues kept in memory; `u64::MAX` when `memory_budget_bytes`
+    /// is 0 (no limit).
+    pub fn memory_budget(&self) -> u64 {
+        match self.memory_budget_bytes {
+            0 => u64::MAX,
+            n => n,
+        }
+    }
 }
 
 /// `[admin]`: HTTP admin API and `/metrics`.

@@ -140,6 +140,7 @@ pub fn queue_json(q: &Queue, rates: Option<Rates>) -> Value {
     let QueueStats {
         depth,
         bytes,
+        resident_bytes,
         ready,
         in_flight,
         consumers,
@@ -153,6 +154,7 @@ pub fn queue_json(q: &Queue, rates: Option<Rates>) -> Value {
         "temporary": q.owner().is_some(),
         "depth": depth,
         "bytes": bytes,
+        "resident_bytes": resident_bytes,
         "ready": ready,
         "in_flight": in_flight,
         "consumers": consumers,

@@ -128,7 +128,7 @@ pub fn render(s: &Snapshot) -> String {
     }
 
     type QueueValue = fn(&super::stats::QueueSnapshot) -> u64;
-    let per_queue: [(&str, &str, &str, QueueValue); 13] = [
+    let per_queue: [(&str, &str, &str, QueueValue); 14] = [
         (
             "stompd_queue_depth",
             gauge,
@@ -140,6 +140,12 @@ pub fn render(s: &Snapshot) -> String {
             gauge,
             "Bytes of the messages in the queue.",
             |q| q.stats.bytes,
+        ),
+        (
+            "stompd_queue_resident_bytes",
+            gauge,
+            "Bytes of the queue's messages held in memory (the rest waits in the journal).",
+            |q| q.stats.resident_bytes,
         ),
         (
             "stompd_queue_ready",
@@ -365,6 +371,7 @@ mod tests {
                 stats: QueueStats {
                     depth: 3,
                     bytes: 42,
+                    resident_bytes: 40,
                     ready: 2,
                     in_flight: 1,
                     consumers: 1,

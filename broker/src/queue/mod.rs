@@ -23,7 +23,7 @@ use stompd_protocol::ByteStr;
 
 use crate::message::{now_ms, Message, SharedMessage};
 use crate::session::{SessionEvent, Sink};
-use crate::storage::{Commit, Journal, Record, StoredMessage};
+use crate::storage::{Commit, Journal, PagedMessage, Record, StoredMessage};
 pub use state::{
     ConsumerId, ConsumerSpec, Counters, DeadLetter, DeadReason, Delivery, Effects, EnqueueError,
     Entry, Limit, QueueState, QueueStats,
@@ -75,17 +75,41 @@ impl Queue {
         journal: Option<Journal>,
     ) -> Arc<Queue> {
         let journal = if policy.persistent { journal } else { None };
+        let mut state = QueueState::new(policy);
+        if let Some(journal) = &journal {
+            state.set_loader(loader(journal.clone(), name.clone(), destination.clone()));
+        }
         Arc::new(Queue {
             name,
             destination,
             owner,
             journal,
             inner: Mutex::new(Inner {
-                state: QueueState::new(policy),
+                state,
                 sinks: HashMap::new(),
                 eos_sent: false,
             }),
         })
+    }
+
+    /// Body bytes this queue holds in memory.
+    pub fn resident_bytes(&self) -> u64 {
+        self.inner.lock().state.resident_bytes()
+    }
+
+    /// Pages out about `want` bytes of the messages due last (persistent queues only; only
+    /// messages already written to the journal). Returns the bytes freed.
+    pub fn page_out(&self, want: u64) -> u64 {
+        let Some(journal) = &self.journal else {
+            return 0;
+        };
+        let mut seqs = self.inner.lock().state.page_out_candidates(want);
+        journal.retain_stored(&self.name, &mut seqs);
+        // In chunks, so producers and consumers get the lock in between; a message delivered
+        // meanwhile is simply not found.
+        seqs.chunks(4096)
+            .map(|chunk| self.inner.lock().state.page_out(chunk))
+            .sum()
     }
 
     pub fn name(&self) -> &str {
@@ -288,28 +312,43 @@ impl Queue {
         self.inner.lock().state.set_policy(policy);
     }
 
-    /// Puts back messages recovered from the journal (start-up only: no consumers yet).
-    pub fn restore(&self, messages: Vec<StoredMessage>, closed: bool, next_seq: u64) {
+    /// Puts back messages recovered from the journal (start-up only: no consumers yet):
+    /// `messages` in memory, `paged` left on disk; both sorted by seq.
+    pub fn restore(
+        &self,
+        messages: Vec<StoredMessage>,
+        paged: Vec<PagedMessage>,
+        closed: bool,
+        next_seq: u64,
+    ) {
         let mut inner = self.inner.lock();
-        for m in messages {
+        let mut paged = paged.into_iter().peekable();
+        let restore_paged = |inner: &mut Inner, p: PagedMessage| {
+            let key = p
+                .idempotency_key
+                .map(|k| (ByteStr::from(k), p.timestamp_ms));
             let entry = Entry {
-                seq: m.seq,
-                redeliveries: m.redelivery_count,
-                msg: Arc::new(Message {
-                    destination: self.destination.clone(),
-                    headers: m
-                        .headers
-                        .into_iter()
-                        .map(|(n, v)| (ByteStr::from(n), ByteStr::from(v)))
-                        .collect(),
-                    body: m.body,
-                    priority: m.priority.min(crate::message::MAX_PRIORITY),
-                    timestamp_ms: m.timestamp_ms,
-                    expires_at_ms: m.expires_at_ms,
-                    idempotency_key: m.idempotency_key.map(ByteStr::from),
-                }),
+                seq: p.seq,
+                msg: None,
+                redeliveries: p.redelivery_count,
+                priority: p.priority.min(crate::message::MAX_PRIORITY),
+                size: p.size,
+                expires_at_ms: p.expires_at_ms,
             };
-            inner.state.restore(entry);
+            inner.state.restore(entry, key);
+        };
+        // Merged in seq order, so each priority level is rebuilt by appends.
+        for m in messages {
+            while let Some(p) = paged.next_if(|p| p.seq < m.seq) {
+                restore_paged(&mut inner, p);
+            }
+            let (seq, redeliveries) = (m.seq, m.redelivery_count);
+            let msg = Arc::new(from_stored(self.destination.clone(), m));
+            let key = msg.idempotency_key.clone().map(|k| (k, msg.timestamp_ms));
+            inner.state.restore(Entry::new(seq, msg, redeliveries), key);
+        }
+        for p in paged {
+            restore_paged(&mut inner, p);
         }
         inner.state.restore_next_seq(next_seq);
         if closed {
@@ -334,6 +373,16 @@ impl Queue {
             return;
         }
         let seqs: Vec<u64> = dead.iter().map(|d| d.entry.seq).collect();
+        let mut dead = dead;
+        for d in &mut dead {
+            if d.entry.msg.is_none() {
+                // Still in the journal: its removal is appended only below.
+                d.entry.msg = self
+                    .journal
+                    .as_ref()
+                    .and_then(|j| load(j, &self.name, &self.destination, d.entry.seq));
+            }
+        }
         host.dead_letters(self, dead);
         if let Some(journal) = &self.journal {
             let records = seqs
@@ -469,6 +518,38 @@ impl QueueGuard<'_> {
                 ),
             }
         }
+    }
+}
+
+/// The loader of a persistent queue's paged-out messages.
+fn loader(journal: Journal, name: String, destination: ByteStr) -> state::Loader {
+    Arc::new(move |seq| load(&journal, &name, &destination, seq))
+}
+
+fn load(journal: &Journal, queue: &str, destination: &ByteStr, seq: u64) -> Option<SharedMessage> {
+    match journal.read_message(queue, seq) {
+        Ok(m) => Some(Arc::new(from_stored(destination.clone(), m))),
+        Err(e) => {
+            tracing::error!(queue, seq, error = %e, "cannot read a paged-out message back from the journal");
+            None
+        }
+    }
+}
+
+/// A message as the journal stored it, back in the broker's form.
+fn from_stored(destination: ByteStr, m: StoredMessage) -> Message {
+    Message {
+        destination,
+        headers: m
+            .headers
+            .into_iter()
+            .map(|(n, v)| (ByteStr::from(n), ByteStr::from(v)))
+            .collect(),
+        body: m.body,
+        priority: m.priority.min(crate::message::MAX_PRIORITY),
+        timestamp_ms: m.timestamp_ms,
+        expires_at_ms: m.expires_at_ms,
+        idempotency_key: m.idempotency_key.map(ByteStr::from),
     }
 }
 

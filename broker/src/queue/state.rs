@@ -11,6 +11,7 @@
 //! - nothing here blocks or allocates per consumer per message beyond the delivery itself.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use stompd_config::{Overflow, QueuePolicy};
 
@@ -23,12 +24,47 @@ pub type ConsumerId = u64;
 const LEVELS: usize = MAX_PRIORITY as usize + 1;
 
 /// A stored message and how often it has been handed out and come back.
+///
+/// The message itself may be paged out (`msg` is `None`): a persistent queue over the broker's
+/// memory budget leaves headers and body in the journal and reads them back when the message is
+/// due. What ordering, limits and expiry need stays here.
 #[derive(Clone, Debug)]
 pub struct Entry {
     pub seq: u64,
-    pub msg: SharedMessage,
+    pub msg: Option<SharedMessage>,
     pub redeliveries: u32,
+    pub priority: u8,
+    /// Body bytes, the unit of `max_bytes`.
+    pub size: u64,
+    pub expires_at_ms: Option<u64>,
 }
+
+impl Entry {
+    pub fn new(seq: u64, msg: SharedMessage, redeliveries: u32) -> Entry {
+        Entry {
+            seq,
+            redeliveries,
+            priority: msg.priority.min(MAX_PRIORITY),
+            size: msg.size(),
+            expires_at_ms: msg.expires_at_ms,
+            msg: Some(msg),
+        }
+    }
+
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        matches!(self.expires_at_ms, Some(at) if at <= now_ms)
+    }
+
+    fn is_paged(&self) -> bool {
+        self.msg.is_none()
+    }
+}
+
+/// Reads a paged-out message back (from the journal), by seq.
+pub type Loader = Arc<dyn Fn(u64) -> Option<SharedMessage> + Send + Sync>;
+
+/// Retry delay for a paged-out message that could not be read back.
+const LOAD_RETRY_MS: u64 = 1000;
 
 /// A message handed to a consumer.
 #[derive(Clone, Debug)]
@@ -149,6 +185,8 @@ pub struct Counters {
 pub struct QueueStats {
     pub depth: u64,
     pub bytes: u64,
+    /// Of `bytes`, what is held in memory (the rest is paged out to the journal).
+    pub resident_bytes: u64,
     pub ready: u64,
     pub in_flight: u64,
     pub consumers: u64,
@@ -174,6 +212,9 @@ pub struct QueueState {
     dedup: HashSet<ByteStr>,
     in_flight: HashMap<u64, InFlight>,
     in_flight_bytes: u64,
+    /// Bytes of ready and delayed messages that are paged out (never in flight).
+    paged_bytes: u64,
+    loader: LoaderSlot,
     consumers: Vec<Consumer>,
     /// Round-robin position among consumers.
     cursor: usize,
@@ -197,6 +238,8 @@ impl QueueState {
             dedup: HashSet::new(),
             in_flight: HashMap::new(),
             in_flight_bytes: 0,
+            paged_bytes: 0,
+            loader: LoaderSlot(None),
             consumers: Vec::new(),
             cursor: 0,
             closed,
@@ -206,6 +249,65 @@ impl QueueState {
 
     pub fn policy(&self) -> &QueuePolicy {
         &self.policy
+    }
+
+    /// Lets the state read paged-out messages back; without one it never pages out.
+    pub fn set_loader(&mut self, loader: Loader) {
+        self.loader = LoaderSlot(Some(loader));
+    }
+
+    /// Body bytes held in memory (everything stored minus what is paged out).
+    pub fn resident_bytes(&self) -> u64 {
+        self.bytes().saturating_sub(self.paged_bytes)
+    }
+
+    /// Seqs of in-memory ready messages worth about `want` bytes, the ones due last first:
+    /// lowest priority first, newest first within a priority.
+    pub fn page_out_candidates(&self, want: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        if self.loader.0.is_none() {
+            return out;
+        }
+        for level in &self.ready {
+            for e in level.iter().rev() {
+                if bytes >= want {
+                    return out;
+                }
+                if e.is_paged() {
+                    continue;
+                }
+                bytes += e.size;
+                out.push(e.seq);
+            }
+        }
+        out
+    }
+
+    /// Pages out the ready messages `seqs` (that the journal holds). Returns the bytes freed.
+    pub fn page_out(&mut self, seqs: &[u64]) -> u64 {
+        let mut freed = 0;
+        for &seq in seqs {
+            for level in self.ready.iter_mut() {
+                if let Some(i) = find_seq(level, seq) {
+                    let e = &mut level[i];
+                    if e.msg.take().is_some() {
+                        freed += e.size;
+                    }
+                    break;
+                }
+            }
+        }
+        self.paged_bytes += freed;
+        freed
+    }
+
+    /// The message of `e`, read back if it is paged out.
+    fn load(&self, e: &Entry) -> Option<SharedMessage> {
+        match &e.msg {
+            Some(m) => Some(m.clone()),
+            None => self.loader.0.as_ref().and_then(|l| l(e.seq)),
+        }
     }
 
     /// A reloaded configuration; the messages stay.
@@ -242,6 +344,7 @@ impl QueueState {
         QueueStats {
             depth: self.depth(),
             bytes: self.bytes(),
+            resident_bytes: self.resident_bytes(),
             ready: self.ready_count,
             in_flight: self.in_flight.len() as u64,
             consumers: self.consumers.len() as u64,
@@ -330,11 +433,7 @@ impl QueueState {
         if let Some(key) = &msg.idempotency_key {
             self.remember_key(key.clone(), now_ms);
         }
-        self.insert_ready(Entry {
-            seq,
-            msg,
-            redeliveries: 0,
-        });
+        self.insert_ready(Entry::new(seq, msg, 0));
         self.dispatch(now_ms, fx);
         Ok(Some(seq))
     }
@@ -367,11 +466,12 @@ impl QueueState {
         }
     }
 
-    /// Puts back a message recovered from the journal at start-up (no limits, no dispatch).
-    pub fn restore(&mut self, entry: Entry) {
+    /// Puts back a message recovered from the journal at start-up (no limits, no dispatch), with
+    /// its idempotency key and enqueue time for duplicate suppression.
+    pub fn restore(&mut self, entry: Entry, key: Option<(ByteStr, u64)>) {
         self.next_seq = self.next_seq.max(entry.seq + 1);
-        if let Some(key) = &entry.msg.idempotency_key {
-            self.remember_key(key.clone(), entry.msg.timestamp_ms);
+        if let Some((key, at)) = key {
+            self.remember_key(key, at);
         }
         self.insert_ready(entry);
     }
@@ -491,7 +591,10 @@ impl QueueState {
                 break;
             }
             if let Some((_, entry)) = self.delayed.pop_first() {
-                self.delayed_bytes -= entry.msg.size();
+                self.delayed_bytes -= entry.size;
+                if entry.is_paged() {
+                    self.paged_bytes -= entry.size;
+                }
                 self.insert_ready(entry);
                 promoted = true;
             }
@@ -551,12 +654,14 @@ impl QueueState {
                 if out.len() >= limit {
                     return out;
                 }
-                if !e.msg.is_expired(now_ms) {
-                    out.push(Delivery {
-                        seq: e.seq,
-                        msg: e.msg.clone(),
-                        redelivery_count: e.redeliveries,
-                    });
+                if !e.is_expired(now_ms) {
+                    if let Some(msg) = self.load(e) {
+                        out.push(Delivery {
+                            seq: e.seq,
+                            msg,
+                            redelivery_count: e.redeliveries,
+                        });
+                    }
                 }
             }
         }
@@ -565,19 +670,17 @@ impl QueueState {
 
     /// One message by seq, ready or in flight.
     pub fn peek(&self, seq: u64) -> Option<Delivery> {
-        if let Some(f) = self.in_flight.get(&seq) {
-            return Some(Delivery {
-                seq,
-                msg: f.entry.msg.clone(),
-                redelivery_count: f.entry.redeliveries,
-            });
-        }
-        self.ready.iter().find_map(|level| {
-            find_seq(level, seq).map(|i| Delivery {
-                seq,
-                msg: level[i].msg.clone(),
-                redelivery_count: level[i].redeliveries,
-            })
+        let e = match self.in_flight.get(&seq) {
+            Some(f) => &f.entry,
+            None => self
+                .ready
+                .iter()
+                .find_map(|level| find_seq(level, seq).map(|i| &level[i]))?,
+        };
+        Some(Delivery {
+            seq,
+            msg: self.load(e)?,
+            redelivery_count: e.redeliveries,
         })
     }
 
@@ -607,6 +710,7 @@ impl QueueState {
             n += 1;
         }
         self.delayed_bytes = 0;
+        self.paged_bytes = 0;
         self.ready_count = 0;
         self.ready_bytes = 0;
         self.expiry.clear();
@@ -623,9 +727,19 @@ impl QueueState {
             let Some(ci) = self.next_consumer_with_credit() else {
                 break;
             };
-            let Some(entry) = self.pop_ready(now_ms, fx) else {
+            let Some(mut entry) = self.pop_ready(now_ms, fx) else {
                 break;
             };
+            let msg = match self.load(&entry) {
+                Some(m) => m,
+                None => {
+                    // A read error (logged by the loader): the message stays stored and is
+                    // tried again later rather than blocking the queue.
+                    self.delay(entry, now_ms.saturating_add(LOAD_RETRY_MS));
+                    continue;
+                }
+            };
+            entry.msg = Some(msg.clone());
             let consumer = &mut self.consumers[ci];
             consumer.in_flight += 1;
             let id = consumer.spec.id;
@@ -633,10 +747,10 @@ impl QueueState {
             self.counters.delivered += 1;
             let delivery = Delivery {
                 seq: entry.seq,
-                msg: entry.msg.clone(),
+                msg,
                 redelivery_count: entry.redeliveries,
             };
-            self.in_flight_bytes += entry.msg.size();
+            self.in_flight_bytes += entry.size;
             let deadline = self
                 .policy
                 .ack_timeout
@@ -662,7 +776,7 @@ impl QueueState {
 
     fn take_in_flight(&mut self, seq: u64) -> Option<InFlight> {
         let f = self.in_flight.remove(&seq)?;
-        self.in_flight_bytes -= f.entry.msg.size();
+        self.in_flight_bytes -= f.entry.size;
         if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.id == f.consumer) {
             c.in_flight = c.in_flight.saturating_sub(1);
         }
@@ -675,7 +789,7 @@ impl QueueState {
         let max = self.policy.max_redeliveries;
         if max > 0 && entry.redeliveries > max {
             self.dead_letter(entry, DeadReason::MaxRedeliveries, fx);
-        } else if entry.msg.is_expired(now_ms) {
+        } else if entry.is_expired(now_ms) {
             self.counters.expired += 1;
             self.dead_letter(entry, DeadReason::Expired, fx);
         } else {
@@ -688,10 +802,18 @@ impl QueueState {
                 // restart during the delay keeps it (the message is then ready at once).
                 fx.redelivered.push((entry.seq, entry.redeliveries));
                 let due = now_ms.saturating_add(delay.as_millis() as u64);
-                self.delayed_bytes += entry.msg.size();
-                self.delayed.insert((due, entry.seq), entry);
+                self.delay(entry, due);
             }
         }
+    }
+
+    /// Parks `entry` until `due` (counted in depth and bytes meanwhile).
+    fn delay(&mut self, entry: Entry, due: u64) {
+        self.delayed_bytes += entry.size;
+        if entry.is_paged() {
+            self.paged_bytes += entry.size;
+        }
+        self.delayed.insert((due, entry.seq), entry);
     }
 
     fn dead_letter(&mut self, entry: Entry, reason: DeadReason, fx: &mut Effects) {
@@ -701,10 +823,13 @@ impl QueueState {
     }
 
     fn insert_ready(&mut self, entry: Entry) {
-        let level = &mut self.ready[entry.msg.priority.min(MAX_PRIORITY) as usize];
+        let level = &mut self.ready[entry.priority.min(MAX_PRIORITY) as usize];
         self.ready_count += 1;
-        self.ready_bytes += entry.msg.size();
-        if let Some(at) = entry.msg.expires_at_ms {
+        self.ready_bytes += entry.size;
+        if entry.is_paged() {
+            self.paged_bytes += entry.size;
+        }
+        if let Some(at) = entry.expires_at_ms {
             self.expiry.insert((at, entry.seq));
         }
         // Almost always an append; a returning message goes back to its original place.
@@ -718,8 +843,11 @@ impl QueueState {
 
     fn unlink_ready(&mut self, entry: &Entry) {
         self.ready_count -= 1;
-        self.ready_bytes -= entry.msg.size();
-        if let Some(at) = entry.msg.expires_at_ms {
+        self.ready_bytes -= entry.size;
+        if entry.is_paged() {
+            self.paged_bytes -= entry.size;
+        }
+        if let Some(at) = entry.expires_at_ms {
             self.expiry.remove(&(at, entry.seq));
         }
     }
@@ -729,7 +857,7 @@ impl QueueState {
         for p in (0..LEVELS).rev() {
             while let Some(entry) = self.ready[p].pop_front() {
                 self.unlink_ready(&entry);
-                if entry.msg.is_expired(now_ms) {
+                if entry.is_expired(now_ms) {
                     self.counters.expired += 1;
                     self.dead_letter(entry, DeadReason::Expired, fx);
                     continue;
@@ -755,6 +883,15 @@ impl QueueState {
         let entry = self.ready[p].remove(i)?;
         self.unlink_ready(&entry);
         Some(entry)
+    }
+}
+
+/// Holds the loader; a newtype so the state can stay `Debug`.
+struct LoaderSlot(Option<Loader>);
+
+impl std::fmt::Debug for LoaderSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Loader" } else { "None" })
     }
 }
 
@@ -1001,7 +1138,7 @@ mod tests {
         let mut fx = Effects::default();
         q.enqueue(msg("c", 4, None), 0, &mut fx).unwrap();
         assert_eq!(fx.dead.len(), 1);
-        assert_eq!(&fx.dead[0].entry.msg.body[..], b"a");
+        assert_eq!(&fx.dead[0].entry.msg.as_ref().unwrap().body[..], b"a");
         assert_eq!(fx.dead[0].reason, DeadReason::Overflow);
         assert_eq!(q.depth(), 2);
     }
@@ -1043,5 +1180,111 @@ mod tests {
         assert_eq!(q.purge(&mut fx), 2);
         assert_eq!(q.depth(), 0);
         assert_eq!(q.bytes(), 0);
+    }
+
+    /// A loader over a map standing in for the journal, counting reads; `fail` makes it fail.
+    fn store_loader(
+        store: &Arc<parking_lot::Mutex<HashMap<u64, SharedMessage>>>,
+        reads: &Arc<std::sync::atomic::AtomicUsize>,
+        fail: &Arc<std::sync::atomic::AtomicBool>,
+    ) -> Loader {
+        let (store, reads, fail) = (store.clone(), reads.clone(), fail.clone());
+        Arc::new(move |seq| {
+            reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return None;
+            }
+            store.lock().get(&seq).cloned()
+        })
+    }
+
+    #[test]
+    fn paged_out_messages_are_read_back_when_due_in_order_and_accounted() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+        let store = Arc::new(parking_lot::Mutex::new(HashMap::new()));
+        let reads = Arc::new(AtomicUsize::new(0));
+        let fail = Arc::new(AtomicBool::new(false));
+        let mut q = QueueState::new(policy());
+        let mut fx = Effects::default();
+        // No loader: nothing is ever paged out.
+        let s = q.enqueue(msg("x", 4, None), 0, &mut fx).unwrap().unwrap();
+        assert!(q.page_out_candidates(100).is_empty());
+        q.remove(s, &mut fx);
+        q.set_loader(store_loader(&store, &reads, &fail));
+        for (body, p) in [("aa", 4), ("bb", 4), ("cc", 7), ("dd", 4), ("ee", 1)] {
+            let m = msg(body, p, None);
+            let seq = q.enqueue(m.clone(), 0, &mut fx).unwrap().unwrap();
+            store.lock().insert(seq, m);
+        }
+        assert_eq!(q.resident_bytes(), 10);
+        // Due last first: the priority-1 message, then the newest of priority 4.
+        let c = q.page_out_candidates(5);
+        let body_of = |seq: u64| store.lock()[&seq].body.clone();
+        let paged: Vec<_> = c.iter().map(|&s| body_of(s)).collect();
+        assert_eq!(paged, ["ee", "dd", "bb"]);
+        assert_eq!(q.page_out(&c), 6);
+        assert_eq!(q.page_out(&c), 0, "already paged out");
+        assert_eq!(q.resident_bytes(), 4);
+        assert_eq!(q.bytes(), 10);
+        assert_eq!(q.stats().resident_bytes, 4);
+        // Browsing reads paged messages back without consuming or keeping them.
+        let seen: Vec<_> = q
+            .browse(0, 10)
+            .iter()
+            .map(|d| String::from_utf8(d.msg.body.to_vec()).unwrap())
+            .collect();
+        assert_eq!(seen, ["cc", "aa", "bb", "dd", "ee"]);
+        assert_eq!(reads.load(SeqCst), 3);
+        assert_eq!(q.resident_bytes(), 4);
+        // A read that fails leaves the message stored and retries it later; the others flow.
+        fail.store(true, SeqCst);
+        let mut fx = Effects::default();
+        q.add_consumer(consumer(1, 10), 0, &mut fx);
+        assert_eq!(bodies(&fx), ["cc", "aa"]);
+        assert_eq!(q.depth(), 5);
+        assert!(q.has_timed_work());
+        fail.store(false, SeqCst);
+        let mut fx = Effects::default();
+        q.tick(LOAD_RETRY_MS - 1, &mut fx);
+        assert!(fx.deliveries.is_empty());
+        q.tick(LOAD_RETRY_MS, &mut fx);
+        assert_eq!(bodies(&fx), ["bb", "dd", "ee"]);
+        // In flight, everything is in memory again.
+        assert_eq!(q.resident_bytes(), 10);
+        // A paged-out message that comes back after a consumer leaves is whole and in order.
+        let mut fx = Effects::default();
+        q.remove_consumer(1, 2000, &mut fx);
+        assert_eq!(q.resident_bytes(), 10);
+        let c = q.page_out_candidates(100);
+        assert_eq!(q.page_out(&c), 10);
+        assert_eq!(q.resident_bytes(), 0);
+        q.add_consumer(consumer(2, 10), 2000, &mut fx);
+        assert_eq!(bodies(&fx), ["cc", "aa", "bb", "dd", "ee"]);
+        assert!(fx.deliveries.iter().all(|(_, d)| d.redelivered()));
+    }
+
+    #[test]
+    fn paged_out_messages_expire_and_are_dead_lettered_without_being_read() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+        let store = Arc::new(parking_lot::Mutex::new(HashMap::new()));
+        let reads = Arc::new(AtomicUsize::new(0));
+        let fail = Arc::new(AtomicBool::new(false));
+        let mut q = QueueState::new(policy());
+        q.set_loader(store_loader(&store, &reads, &fail));
+        let mut fx = Effects::default();
+        let seq = q
+            .enqueue(msg("old", 4, Some(50)), 0, &mut fx)
+            .unwrap()
+            .unwrap();
+        assert_eq!(q.page_out(&[seq]), 3);
+        q.tick(60, &mut fx);
+        assert_eq!(fx.dead.len(), 1);
+        assert_eq!(fx.dead[0].reason, DeadReason::Expired);
+        assert!(
+            fx.dead[0].entry.msg.is_none(),
+            "the owner reads it back for the DLQ"
+        );
+        assert_eq!(reads.load(SeqCst), 0);
+        assert_eq!((q.depth(), q.bytes(), q.resident_bytes()), (0, 0, 0));
     }
 }

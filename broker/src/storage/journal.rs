@@ -115,9 +115,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::storage::record::{self, DecodeError, Payload, Record, StoredMessage};
+use crate::storage::record::{self, DecodeError, PagedMessage, Payload, Record, StoredMessage};
 use crate::storage::segment;
-use crate::storage::state::State;
+use crate::storage::state::{Index, ReplayMsg, State};
 use crate::storage::writer::{Cmd, Faults, Head, Pending, Writer};
 
 /// When a commit counts as durable. See the module docs.
@@ -140,15 +140,19 @@ pub struct JournalOptions {
     /// entry gets a segment of its own).
     pub segment_bytes: u64,
     pub fsync: FsyncPolicy,
+    /// Body bytes that recovery keeps in memory; messages replayed after it is used up come
+    /// back as [`PagedMessage`]s, read with [`Journal::read_message`] when due.
+    pub memory_budget: u64,
 }
 
 impl JournalOptions {
-    /// 64 MiB segments, [`FsyncPolicy::Always`].
+    /// 64 MiB segments, [`FsyncPolicy::Always`], no memory budget.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         JournalOptions {
             dir: dir.into(),
             segment_bytes: 64 << 20,
             fsync: FsyncPolicy::Always,
+            memory_budget: u64::MAX,
         }
     }
 }
@@ -182,6 +186,8 @@ pub enum JournalError {
     EntryTooLarge { size: usize, max: usize },
     #[error("the journal is closed")]
     Closed,
+    #[error("message {seq} is not in the journal")]
+    NotStored { seq: u64 },
 }
 
 impl JournalError {
@@ -203,8 +209,10 @@ impl JournalError {
 /// One queue as replay left it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RecoveredQueue {
-    /// Unacked messages, sorted by seq, redelivery counts applied.
+    /// Unacked messages held in memory, sorted by seq, redelivery counts applied.
     pub messages: Vec<StoredMessage>,
+    /// Unacked messages left on disk (the memory budget was used up), sorted by seq.
+    pub paged: Vec<PagedMessage>,
     pub closed: bool,
     /// A `QueueCreated` record was seen (and no `QueueDeleted` after it).
     pub created: bool,
@@ -322,6 +330,7 @@ struct Inner {
     thread: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<StatsInner>,
     dir: PathBuf,
+    index: Arc<Mutex<Index>>,
 }
 
 impl Inner {
@@ -370,7 +379,7 @@ impl Journal {
         let lock = lock_dir(&dir)?;
 
         let mut report = RecoveryReport::default();
-        let (mut state, last) = replay(&dir, &mut report)?;
+        let (mut state, last) = replay(&dir, opts.memory_budget, &mut report)?;
 
         // Start a new segment (invariant 5), dropping an empty last one.
         let mut next_id = 1;
@@ -395,14 +404,17 @@ impl Journal {
 
         // Split the replayed state: messages for the caller, locations for the writer.
         let mut recovered = Recovered::default();
+        let resident = state.resident;
         let mut index: State<()> = State {
             queues: BTreeMap::new(),
             segments: std::mem::take(&mut state.segments),
             live_total: state.live_total,
+            ..State::default()
         };
         for (name, q) in std::mem::take(&mut state.queues) {
             let mut locs = BTreeMap::new();
-            let mut messages = Vec::with_capacity(q.msgs.len());
+            let mut messages = Vec::new();
+            let mut paged = Vec::new();
             for (seq, live) in q.msgs {
                 locs.insert(
                     seq,
@@ -411,12 +423,16 @@ impl Journal {
                         msg: (),
                     },
                 );
-                messages.push(live.msg);
+                match live.msg {
+                    ReplayMsg::Loaded(m) => messages.push(m),
+                    ReplayMsg::Paged(m) => paged.push(m),
+                }
             }
             recovered.queues.insert(
                 name.clone(),
                 RecoveredQueue {
                     messages,
+                    paged,
                     closed: q.closed,
                     created: q.created,
                     next_seq: q.next_seq,
@@ -439,6 +455,7 @@ impl Journal {
             segments = recovered.report.segments,
             entries = recovered.report.entries,
             live_messages = index.live_total,
+            resident_body_bytes = resident,
             truncated_bytes = recovered.report.truncated_bytes,
             corrupt_entries_skipped = recovered.report.corrupt_entries_skipped,
             elapsed_ms = recovered.report.elapsed.as_millis() as u64,
@@ -446,7 +463,11 @@ impl Journal {
         );
 
         let (tx, rx) = mpsc::channel();
-        let writer = Writer::new(opts, index, head, lock, stats.clone(), faults);
+        let index = Arc::new(Mutex::new(Index {
+            state: index,
+            files: Default::default(),
+        }));
+        let writer = Writer::new(opts, index.clone(), head, lock, stats.clone(), faults);
         let thread = std::thread::Builder::new()
             .name("stompd-journal".into())
             .spawn(move || writer.run(rx))
@@ -457,6 +478,7 @@ impl Journal {
                 thread: Mutex::new(Some(thread)),
                 stats,
                 dir,
+                index,
             }),
         };
         Ok((journal, recovered))
@@ -519,6 +541,66 @@ impl Journal {
             live_messages: get(&s.live_messages),
             compacted_messages: get(&s.compacted_messages),
             write_errors: get(&s.write_errors),
+        }
+    }
+
+    /// Reads a live message back from its enqueue record (a message paged out of memory).
+    /// The message must have been written: see [`Journal::retain_stored`].
+    pub fn read_message(&self, queue: &str, seq: u64) -> Result<StoredMessage, JournalError> {
+        let dir = &self.inner.dir;
+        let (file, loc, path) = {
+            let mut index = self.inner.index.lock();
+            let loc = index
+                .state
+                .loc(queue, seq)
+                .copied()
+                .ok_or(JournalError::NotStored { seq })?;
+            let path = dir.join(segment::file_name(loc.segment));
+            let file = match index.files.get(&loc.segment) {
+                Some(f) => f.clone(),
+                None => {
+                    // Opened under the lock, so the writer cannot delete it in between.
+                    let f = Arc::new(
+                        File::open(&path).map_err(|e| JournalError::io("open", &path, dir, e))?,
+                    );
+                    index.files.insert(loc.segment, f.clone());
+                    f
+                }
+            };
+            (file, loc, path)
+        };
+        let payload = segment::read_entry_at(&file, loc.entry_offset)
+            .map_err(|e| JournalError::io("read", &path, dir, e))?;
+        if let Ok(Payload::Batch { records, .. }) = record::decode_payload(&payload) {
+            for rec in records {
+                if let Record::Enqueue { queue: q, mut msg } = rec {
+                    if msg.seq == seq && q == queue {
+                        msg.redelivery_count = loc.redelivery_count;
+                        return Ok(msg);
+                    }
+                }
+            }
+        }
+        Err(JournalError::Io {
+            op: "find the message in",
+            path,
+            source: Arc::new(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "entry at offset {} holds no message {seq} of {queue}",
+                    loc.entry_offset
+                ),
+            )),
+        })
+    }
+
+    /// Keeps the seqs of `queue` whose enqueue records are written (so [`Journal::read_message`]
+    /// finds them).
+    pub fn retain_stored(&self, queue: &str, seqs: &mut Vec<u64>) {
+        let index = self.inner.index.lock();
+        match index.state.queues.get(queue) {
+            Some(q) => seqs.retain(|s| q.msgs.contains_key(s)),
+            None => seqs.clear(),
         }
     }
 
@@ -586,10 +668,14 @@ type LastSegment = Option<(u64, u64)>;
 /// Replays every segment. Returns the state and the last segment.
 fn replay(
     dir: &Path,
+    memory_budget: u64,
     report: &mut RecoveryReport,
-) -> Result<(State<StoredMessage>, LastSegment), JournalError> {
+) -> Result<(State<ReplayMsg>, LastSegment), JournalError> {
     let ids = list_segments(dir)?;
-    let mut state = State::<StoredMessage>::default();
+    let mut state = State::<ReplayMsg> {
+        budget: memory_budget,
+        ..State::default()
+    };
     let mut last = None;
     for (i, &id) in ids.iter().enumerate() {
         let is_last = i + 1 == ids.len();
@@ -1188,5 +1274,102 @@ mod tests {
         assert!(!d.created);
         assert_eq!(d.next_seq, 1);
         assert_eq!(seqs(&r, "d"), vec![0]);
+    }
+
+    #[test]
+    fn paged_messages_are_read_back_from_wherever_compaction_moved_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut o = opts(tmp.path());
+        o.segment_bytes = 2048;
+        let (j, _) = Journal::open(o).unwrap();
+        for seq in 0..200 {
+            append(&j, vec![enq("a", seq)]);
+        }
+        for seq in [0, 99, 199] {
+            assert_eq!(
+                j.read_message("a", seq).unwrap(),
+                msg(seq, &format!("body of a {seq}"))
+            );
+        }
+        assert!(matches!(
+            j.read_message("a", 500),
+            Err(JournalError::NotStored { seq: 500 })
+        ));
+        assert!(matches!(
+            j.read_message("zz", 1),
+            Err(JournalError::NotStored { .. })
+        ));
+        let mut v = vec![5, 500, 7];
+        j.retain_stored("a", &mut v);
+        assert_eq!(v, [5, 7]);
+        let first_files = segment_files(tmp.path());
+        for seq in (0..200).filter(|s| s % 20 != 0) {
+            append(&j, vec![ack("a", seq)]);
+        }
+        append(
+            &j,
+            vec![Record::Redelivered {
+                queue: "a".into(),
+                seq: 40,
+                count: 3,
+            }],
+        );
+        let after = settle(&j);
+        assert!(after.compacted_messages > 0, "{after:?}");
+        assert!(
+            !first_files[0].exists(),
+            "the first segment was compacted away"
+        );
+        for seq in (0..200).step_by(20) {
+            let mut want = msg(seq, &format!("body of a {seq}"));
+            if seq == 40 {
+                want.redelivery_count = 3;
+            }
+            assert_eq!(j.read_message("a", seq).unwrap(), want);
+        }
+        assert!(matches!(
+            j.read_message("a", 1),
+            Err(JournalError::NotStored { seq: 1 })
+        ));
+    }
+
+    #[test]
+    fn replay_keeps_messages_whole_up_to_the_memory_budget_and_pages_out_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(opts(tmp.path())).unwrap();
+        for seq in 0..10 {
+            append(&j, vec![enq("a", seq)]);
+        }
+        append(&j, vec![ack("a", 0)]);
+        append(
+            &j,
+            vec![Record::Redelivered {
+                queue: "a".into(),
+                seq: 6,
+                count: 2,
+            }],
+        );
+        j.close().unwrap();
+
+        // Bodies are 11 bytes ("body of a N"): two fit in 30 bytes.
+        let mut o = opts(tmp.path());
+        o.memory_budget = 30;
+        let (j, r) = Journal::open(o).unwrap();
+        let a = &r.queues["a"];
+        assert_eq!(seqs(&r, "a"), vec![1]);
+        let paged: Vec<u64> = a.paged.iter().map(|p| p.seq).collect();
+        assert_eq!(paged, (2..10).collect::<Vec<_>>());
+        for p in &a.paged {
+            let m = msg(p.seq, &format!("body of a {}", p.seq));
+            assert_eq!(p.priority, m.priority);
+            assert_eq!(p.timestamp_ms, m.timestamp_ms);
+            assert_eq!(p.expires_at_ms, m.expires_at_ms);
+            assert_eq!(p.idempotency_key, m.idempotency_key);
+            assert_eq!(p.size, 11);
+            assert_eq!(p.redelivery_count, if p.seq == 6 { 2 } else { 0 });
+            let mut back = m;
+            back.redelivery_count = p.redelivery_count;
+            assert_eq!(j.read_message("a", p.seq).unwrap(), back);
+        }
     }
 }

@@ -15,4 +15,4 @@ pub use journal::{
     Commit, FsyncPolicy, Journal, JournalError, JournalOptions, JournalStats, Recovered,
     RecoveredQueue, RecoveryReport,
 };
-pub use record::{Record, StoredMessage};
+pub use record::{PagedMessage, Record, StoredMessage};

@@ -146,6 +146,7 @@ impl Model {
                     name.clone(),
                     RecoveredQueue {
                         messages: q.msgs.values().cloned().collect(),
+                        paged: Vec::new(),
                         closed: q.closed,
                         created: q.created,
                         next_seq: q.next_seq,

@@ -33,6 +33,20 @@ pub struct StoredMessage {
     pub body: Bytes,
 }
 
+/// A recovered message whose headers and body were left on disk because replay had used up the
+/// memory budget: what a queue needs to order and account for it until it is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PagedMessage {
+    pub seq: u64,
+    pub priority: u8,
+    pub timestamp_ms: u64,
+    pub expires_at_ms: Option<u64>,
+    pub redelivery_count: u32,
+    pub idempotency_key: Option<String>,
+    /// Body length in bytes.
+    pub size: u64,
+}
+
 /// One change to the state of the persistent queues. A batch of records passed to one
 /// [`Journal::append`](crate::storage::journal::Journal::append) is applied all-or-nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]

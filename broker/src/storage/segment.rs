@@ -141,6 +141,25 @@ pub(crate) fn scan(buf: &[u8], last: bool) -> Scan {
 }
 
 /// Makes a directory's entries (created, removed files) durable.
+/// Reads and verifies the payload of the entry at `offset` of `file` (positional read: the file
+/// may be shared between threads).
+pub(crate) fn read_entry_at(file: &std::fs::File, offset: u64) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut header = [0u8; HEADER_LEN];
+    file.read_exact_at(&mut header, offset)?;
+    let len = header_payload_len(&header)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad entry header"))?;
+    let mut payload = vec![0u8; len];
+    file.read_exact_at(&mut payload, offset + HEADER_LEN as u64)?;
+    if !payload_matches(&header, &payload) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bad entry checksum",
+        ));
+    }
+    Ok(payload)
+}
+
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {

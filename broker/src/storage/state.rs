@@ -5,9 +5,11 @@
 //! `State<()>` (locations only, so memory does not grow with message sizes). Both apply records
 //! with the same code, so what recovery rebuilds is what the writer tracked.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::sync::Arc;
 
-use crate::storage::record::{Record, SnapshotQueue, StoredMessage};
+use crate::storage::record::{PagedMessage, Record, SnapshotQueue, StoredMessage};
 
 /// Where a live message's (latest) enqueue record is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +27,13 @@ pub(crate) struct MsgLoc {
 pub(crate) trait Tracked: Sized {
     fn from_message(msg: StoredMessage) -> Self;
     fn set_redelivery_count(&mut self, count: u32);
+    /// Bytes of body this holds in memory (counted against the replay's memory budget).
+    fn resident(&self) -> u64 {
+        0
+    }
+    /// Drops the body and headers, keeping what a queue needs to order and account for the
+    /// message; they are read back from the journal when the message is due.
+    fn page_out(&mut self) {}
 }
 
 impl Tracked for () {
@@ -38,6 +47,44 @@ impl Tracked for StoredMessage {
     }
     fn set_redelivery_count(&mut self, count: u32) {
         self.redelivery_count = count;
+    }
+}
+
+/// A message as replay keeps it: whole while the memory budget allows, else only its metadata.
+#[derive(Debug, Clone)]
+pub(crate) enum ReplayMsg {
+    Loaded(StoredMessage),
+    Paged(PagedMessage),
+}
+
+impl Tracked for ReplayMsg {
+    fn from_message(msg: StoredMessage) -> Self {
+        ReplayMsg::Loaded(msg)
+    }
+    fn set_redelivery_count(&mut self, count: u32) {
+        match self {
+            ReplayMsg::Loaded(m) => m.redelivery_count = count,
+            ReplayMsg::Paged(m) => m.redelivery_count = count,
+        }
+    }
+    fn resident(&self) -> u64 {
+        match self {
+            ReplayMsg::Loaded(m) => m.body.len() as u64,
+            ReplayMsg::Paged(_) => 0,
+        }
+    }
+    fn page_out(&mut self) {
+        if let ReplayMsg::Loaded(m) = self {
+            *self = ReplayMsg::Paged(PagedMessage {
+                seq: m.seq,
+                priority: m.priority,
+                timestamp_ms: m.timestamp_ms,
+                expires_at_ms: m.expires_at_ms,
+                redelivery_count: m.redelivery_count,
+                idempotency_key: m.idempotency_key.take(),
+                size: m.body.len() as u64,
+            });
+        }
     }
 }
 
@@ -82,6 +129,10 @@ pub(crate) struct State<M> {
     pub queues: BTreeMap<String, QueueState<M>>,
     pub segments: BTreeMap<u64, SegInfo>,
     pub live_total: u64,
+    /// Body bytes held in memory by live messages, and the most it may be before newly
+    /// replayed messages are paged out (recovery only; `u64::MAX` for no limit).
+    pub resident: u64,
+    pub budget: u64,
 }
 
 impl<M> Default for State<M> {
@@ -90,6 +141,8 @@ impl<M> Default for State<M> {
             queues: BTreeMap::new(),
             segments: BTreeMap::new(),
             live_total: 0,
+            resident: 0,
+            budget: u64::MAX,
         }
     }
 }
@@ -133,11 +186,16 @@ impl<M: Tracked> State<M> {
                     redelivery_count: msg.redelivery_count,
                 };
                 add_live(&mut self.segments, &mut self.live_total, &loc);
-                let live = Live {
-                    loc,
-                    msg: M::from_message(msg),
-                };
+                let mut msg = M::from_message(msg);
+                // Replay order is roughly delivery order: the oldest messages stay in memory,
+                // the rest wait on disk until they are due.
+                if self.resident.saturating_add(msg.resident()) > self.budget {
+                    msg.page_out();
+                }
+                self.resident += msg.resident();
+                let live = Live { loc, msg };
                 if let Some(old) = q.msgs.insert(seq, live) {
+                    self.resident = self.resident.saturating_sub(old.msg.resident());
                     remove_live(&mut self.segments, &mut self.live_total, &old.loc);
                 }
             }
@@ -147,6 +205,7 @@ impl<M: Tracked> State<M> {
                     .get_mut(&queue)
                     .and_then(|q| q.msgs.remove(&seq))
                 {
+                    self.resident = self.resident.saturating_sub(old.msg.resident());
                     remove_live(&mut self.segments, &mut self.live_total, &old.loc);
                 }
             }
@@ -169,6 +228,7 @@ impl<M: Tracked> State<M> {
             Record::QueueDeleted { queue } => {
                 if let Some(q) = self.queues.remove(&queue) {
                     for live in q.msgs.values() {
+                        self.resident = self.resident.saturating_sub(live.msg.resident());
                         remove_live(&mut self.segments, &mut self.live_total, &live.loc);
                     }
                 }
@@ -207,4 +267,13 @@ impl<M: Tracked> State<M> {
             .and_then(|q| q.msgs.get(&seq))
             .map(|l| &l.loc)
     }
+}
+
+/// The writer's index, shared (behind a mutex) with the readers of paged-out messages.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    pub state: State<()>,
+    /// Read handles on segments, opened by the first read; dropped when the segment is deleted
+    /// (a reader that already cloned one still reads the unlinked file).
+    pub files: HashMap<u64, Arc<File>>,
 }

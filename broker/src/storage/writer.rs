@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
@@ -18,7 +18,8 @@ use tokio::sync::oneshot;
 use crate::storage::journal::{FsyncPolicy, JournalError, JournalOptions, StatsInner};
 use crate::storage::record::{self, Payload, Record, SnapshotQueue};
 use crate::storage::segment;
-use crate::storage::state::{SegInfo, State};
+use crate::storage::state::{Index, SegInfo};
+use parking_lot::Mutex;
 
 /// Bytes of old segment read per compaction pass (at least one entry is always read).
 const COMPACT_PASS_BYTES: u64 = 1 << 20;
@@ -204,7 +205,8 @@ pub(crate) struct Writer {
     dir: PathBuf,
     segment_bytes: u64,
     policy: FsyncPolicy,
-    state: State<()>,
+    /// Locations of live messages; shared with [`crate::storage::Journal::read_message`].
+    index: Arc<Mutex<Index>>,
     head: Head,
     /// Written but not yet synced.
     dirty: bool,
@@ -224,7 +226,7 @@ pub(crate) struct Writer {
 impl Writer {
     pub(crate) fn new(
         opts: JournalOptions,
-        state: State<()>,
+        index: Arc<Mutex<Index>>,
         head: Head,
         lock: File,
         stats: Arc<StatsInner>,
@@ -234,7 +236,7 @@ impl Writer {
             dir: opts.dir,
             segment_bytes: opts.segment_bytes,
             policy: opts.fsync,
-            state,
+            index,
             head,
             dirty: false,
             last_sync: Instant::now(),
@@ -372,7 +374,9 @@ impl Writer {
             Ok(()) => {
                 let written = self.buf.len() as u64;
                 self.head.len += written;
-                if let Some(seg) = self.state.segments.get_mut(&self.head.id) {
+                let mut index = self.index.lock();
+                let state = &mut index.state;
+                if let Some(seg) = state.segments.get_mut(&self.head.id) {
                     seg.size = self.head.len;
                 }
                 let mut entries = 0;
@@ -388,10 +392,11 @@ impl Writer {
                         entries += 1;
                     }
                     for (rec, size) in records.into_iter().zip(sizes) {
-                        self.state.apply(rec, self.head.id, offset, size);
+                        state.apply(rec, self.head.id, offset, size);
                     }
                     waiters.extend(done);
                 }
+                drop(index);
                 // Counters first, so a caller whose commit resolved sees its own effects.
                 self.stats.entries.fetch_add(entries, Ordering::Relaxed);
                 self.publish();
@@ -468,13 +473,9 @@ impl Writer {
         if self.dirty {
             self.sync_head()?;
         }
-        let head = Head::create(
-            &self.dir,
-            self.head.id + 1,
-            &self.state.snapshot(),
-            &self.stats,
-        )?;
-        self.state.segments.insert(
+        let snapshot = self.index.lock().state.snapshot();
+        let head = Head::create(&self.dir, self.head.id + 1, &snapshot, &self.stats)?;
+        self.index.lock().state.segments.insert(
             head.id,
             SegInfo {
                 size: head.len,
@@ -526,10 +527,20 @@ impl Writer {
 
     /// Deletes the oldest segments while they hold no live message (never the head).
     fn delete_dead_segments(&mut self) {
-        while let Some((&oldest, info)) = self.state.segments.iter().next() {
-            if oldest == self.head.id || info.live_count > 0 || self.stuck.contains(&oldest) {
-                break;
-            }
+        loop {
+            let oldest = {
+                let index = self.index.lock();
+                match index.state.segments.iter().next() {
+                    Some((&oldest, info))
+                        if oldest != self.head.id
+                            && info.live_count == 0
+                            && !self.stuck.contains(&oldest) =>
+                    {
+                        oldest
+                    }
+                    _ => break,
+                }
+            };
             // Whatever made it dead (acks, compaction copies) must be on disk first.
             if self.dirty {
                 if let Err(e) = self.sync_head() {
@@ -538,6 +549,9 @@ impl Writer {
                 }
             }
             let path = self.dir.join(segment::file_name(oldest));
+            // No live message is in it, so no reader can look it up any more; one that already
+            // holds its handle keeps reading the unlinked file.
+            self.index.lock().files.remove(&oldest);
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -554,7 +568,7 @@ impl Writer {
             {
                 self.compact_file = None;
             }
-            self.state.segments.remove(&oldest);
+            self.index.lock().state.segments.remove(&oldest);
             // One at a time, so a crash can never keep an older segment and lose a newer one.
             if let Err(e) = segment::sync_dir(&self.dir) {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "journal directory sync failed");
@@ -573,10 +587,11 @@ impl Writer {
         {
             return None;
         }
-        if self.state.segments.len() <= 2 {
+        let index = self.index.lock();
+        if index.state.segments.len() <= 2 {
             return None;
         }
-        let mut iter = self.state.segments.iter();
+        let mut iter = index.state.segments.iter();
         let (&oldest, info) = iter.next()?;
         if oldest == self.head.id || info.live_count == 0 || self.stuck.contains(&oldest) {
             return None;
@@ -598,7 +613,7 @@ impl Writer {
             return;
         };
         self.compact_backoff_until = None;
-        let offsets: Vec<u64> = match self.state.segments.get(&oldest) {
+        let offsets: Vec<u64> = match self.index.lock().state.segments.get(&oldest) {
             Some(info) => info
                 .live_entries
                 .keys()
@@ -638,7 +653,7 @@ impl Writer {
             };
             for rec in batch {
                 if let Record::Enqueue { queue, mut msg } = rec {
-                    let Some(loc) = self.state.loc(&queue, msg.seq) else {
+                    let Some(loc) = self.index.lock().state.loc(&queue, msg.seq).copied() else {
                         continue;
                     };
                     if loc.segment == oldest && loc.entry_offset == offset {
@@ -696,34 +711,22 @@ impl Writer {
             let file = File::open(self.dir.join(segment::file_name(id)))?;
             self.compact_file = Some((id, file));
         }
-        let Some((_, file)) = self.compact_file.as_mut() else {
+        let Some((_, file)) = self.compact_file.as_ref() else {
             return Err(io::Error::other("no segment open"));
         };
-        file.seek(SeekFrom::Start(offset))?;
-        let mut header = [0u8; segment::HEADER_LEN];
-        file.read_exact(&mut header)?;
-        let len = segment::header_payload_len(&header)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad entry header"))?;
-        let mut payload = vec![0u8; len];
-        file.read_exact(&mut payload)?;
-        if !segment::payload_matches(&header, &payload) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "bad entry checksum",
-            ));
-        }
-        Ok(payload)
+        segment::read_entry_at(file, offset)
     }
 
     fn publish(&self) {
         let s = &self.stats;
+        let index = self.index.lock();
+        let state = &index.state;
         s.segments
-            .store(self.state.segments.len() as u64, Ordering::Relaxed);
+            .store(state.segments.len() as u64, Ordering::Relaxed);
         s.bytes_on_disk.store(
-            self.state.segments.values().map(|seg| seg.size).sum(),
+            state.segments.values().map(|seg| seg.size).sum(),
             Ordering::Relaxed,
         );
-        s.live_messages
-            .store(self.state.live_total, Ordering::Relaxed);
+        s.live_messages.store(state.live_total, Ordering::Relaxed);
     }
 }
