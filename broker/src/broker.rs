@@ -257,7 +257,8 @@ impl Broker {
                     q
                 }
             };
-            if !queue.is_persistent() && !(rq.messages.is_empty() && rq.paged.is_empty()) {
+            let stored = !(rq.messages.is_empty() && rq.paged.is_empty());
+            if !queue.is_persistent() && stored {
                 tracing::warn!(
                     queue = name,
                     "queue is now ephemeral; its stored messages are kept in memory only"
@@ -833,7 +834,7 @@ impl Broker {
             return 0;
         }
         let mut excess = total - budget / 10 * 9;
-        queues.sort_by(|a, b| b.0.cmp(&a.0));
+        queues.sort_by_key(|(resident, _)| std::cmp::Reverse(*resident));
         let mut freed = 0;
         for (resident, q) in queues {
             let f = q.page_out(resident.min(excess));
