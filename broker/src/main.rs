@@ -16,12 +16,6 @@ use stompd_config::{Config, FsyncMode, LogFormat, DEFAULT_CONFIG};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// mimalloc instead of glibc's allocator: the broker allocates and frees many small objects
-/// across threads (frames, messages), where glibc spent up to a third of the CPU time and kept
-/// freed memory as fragmented heap instead of returning it.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "stompd", version, about = "A STOMP 1.0/1.1/1.2 message broker")]
 struct Cli {

@@ -78,7 +78,16 @@ const EVENTS_PER_TURN: usize = 1024;
 /// to a reset.
 const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 64 * 1024;
+/// Read buffer growth: a connection whose last read filled the buffer gets this much room next.
 const READ_CHUNK: usize = 64 * 1024;
+/// Buffers of a new or idle connection: most connections are idle most of the time, and 10,000
+/// of them must fit in a few tens of MiB, so buffers start small and shrink back when idle.
+const IDLE_READ_BUF: usize = 1024;
+/// Growth of the read buffer when the last read did not fill it.
+const SMALL_READ_CHUNK: usize = 4 * 1024;
+/// A connection whose buffers are empty and that has not read or written for this long gives
+/// back buffers larger than the idle size.
+const SHRINK_AFTER: Duration = Duration::from_secs(2);
 
 pub const SUPPORTED_VERSIONS: &str = "1.0,1.1,1.2";
 
@@ -315,8 +324,8 @@ impl Session {
             version: None,
             principal: Principal::anonymous(),
             codec: StompCodec::server(limits),
-            rbuf: BytesMut::with_capacity(8 * 1024),
-            wbuf: BytesMut::with_capacity(8 * 1024),
+            rbuf: BytesMut::with_capacity(IDLE_READ_BUF),
+            wbuf: BytesMut::new(),
             appended: 0,
             written: 0,
             tx,
@@ -359,6 +368,7 @@ impl Session {
 
         let end = loop {
             let can_take = self.wbuf.len() < outbox_limit;
+            let spare_before = self.rbuf.capacity() - self.rbuf.len();
             if !self.wbuf.is_empty() {
                 // Output is waiting: make sure the timer wakes us to check for a stalled reader,
                 // even when no heart-beat keeps it short.
@@ -418,7 +428,8 @@ impl Session {
                                 let login = tokio::select! {
                                     _ = shutdown.cancelled() => Err(ClientError::new("shutting-down", "server shutting down")),
                                     _ = tokio::time::sleep_until(connect_deadline) => Err(ClientError::new("connect-timeout", "authentication did not complete in time")),
-                                    r = self.login(&req) => r,
+                                    // Boxed: only the CONNECT needs it, every task would carry it.
+                                    r = Box::pin(self.login(&req)) => r,
                                 };
                                 outcome = match login {
                                     Ok(principal) => {
@@ -440,8 +451,13 @@ impl Session {
                             if std::mem::take(&mut self.rearm_timer) {
                                 timer.as_mut().reset(self.next_timer(Instant::now(), write_timeout));
                             }
-                            if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+                            let spare = self.rbuf.capacity() - self.rbuf.len();
+                            if n >= spare_before && spare < 1024 {
+                                // The read filled the buffer: more is coming, read big.
                                 self.rbuf.reserve(READ_CHUNK);
+                            } else if spare < 128 {
+                                // Room for heart-beats and small frames; a partial frame gets more.
+                                self.rbuf.reserve(if self.rbuf.is_empty() { IDLE_READ_BUF } else { SMALL_READ_CHUNK });
                             }
                         }
                     }
@@ -493,6 +509,7 @@ impl Session {
                             break End::Gone;
                         }
                     }
+                    self.shrink_if_idle(now);
                     timer.as_mut().reset(self.next_timer(now, write_timeout));
                 }
             }
@@ -525,7 +542,8 @@ impl Session {
             if tokio::time::timeout(write_timeout, flush).await.is_ok() {
                 self.settle_auto_acks();
                 // Bounded in time and bytes: a client that keeps blasting is simply cut off.
-                let mut sink = [0u8; 4096];
+                // On the heap: an array here would be part of every connection's task.
+                let mut sink = vec![0u8; 4096];
                 let _ = tokio::time::timeout(LINGER, async {
                     let mut left = LINGER_BYTES;
                     while let Ok(n) = reader.read(&mut sink).await {
@@ -554,6 +572,15 @@ impl Session {
         }
         if !self.wbuf.is_empty() {
             next = next.min(now + write_timeout.min(Duration::from_secs(1)));
+        }
+        if self.rbuf.capacity() > IDLE_READ_BUF || self.wbuf.capacity() > 0 {
+            // Wake when the connection may have gone quiet, to give its buffers back.
+            let quiet_at = self.last_read.max(self.last_write) + SHRINK_AFTER;
+            next = next.min(if quiet_at > now {
+                quiet_at
+            } else {
+                now + SHRINK_AFTER
+            });
         }
         next.max(now + Duration::from_millis(1))
     }
@@ -1161,6 +1188,22 @@ impl Session {
                         .with_receipt(receipt.as_ref()),
                 )
             }
+        }
+    }
+
+    /// Gives back large, empty buffers of a connection that went quiet.
+    fn shrink_if_idle(&mut self, now: Instant) {
+        if self.rbuf.is_empty()
+            && self.rbuf.capacity() > IDLE_READ_BUF
+            && now.duration_since(self.last_read) >= SHRINK_AFTER
+        {
+            self.rbuf = BytesMut::with_capacity(IDLE_READ_BUF);
+        }
+        if self.wbuf.is_empty()
+            && self.wbuf.capacity() > 0
+            && now.duration_since(self.last_write) >= SHRINK_AFTER
+        {
+            self.wbuf = BytesMut::new();
         }
     }
 

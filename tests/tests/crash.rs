@@ -132,6 +132,10 @@ const CONSUMERS: u32 = 2;
 const WINDOW: usize = 4;
 const PREFETCH: usize = 32;
 const KILLS: u32 = 4;
+/// Producers pause while the SENDs of all producers exceed the MESSAGEs of all consumers by
+/// this much: on a fast disk producers outrun the acking consumers, and an unbounded backlog
+/// would only test how fast the final drain is.
+const MAX_BACKLOG: u64 = 5_000;
 
 /// What the test threads share: the current broker address and its run number, stop flags,
 /// and failures seen by the threads (they never panic; the main thread asserts).
@@ -143,6 +147,9 @@ struct Shared {
     stop_consuming: AtomicBool,
     /// Milliseconds since `start` of the last MESSAGE any consumer received.
     last_message_ms: AtomicU64,
+    /// SENDs written by all producers, MESSAGEs received by all consumers.
+    sends: AtomicU64,
+    received: AtomicU64,
     start: Instant,
     failures: Mutex<Vec<String>>,
 }
@@ -205,7 +212,15 @@ fn producer(shared: Arc<Shared>, id: u32) -> Vec<Sent> {
                     return sent;
                 }
             }
-            while !stopping && outstanding.len() < WINDOW {
+            let backlog = shared
+                .sends
+                .load(Ordering::SeqCst)
+                .saturating_sub(shared.received.load(Ordering::SeqCst));
+            if backlog > MAX_BACKLOG && !stopping {
+                // Let the consumers catch up (receipts still arrive below).
+                thread::sleep(Duration::from_millis(2));
+            }
+            while !stopping && backlog <= MAX_BACKLOG && outstanding.len() < WINDOW {
                 receipt_no += 1;
                 let rid = format!("p{id}-r{receipt_no}");
                 let f = send_frame(
@@ -223,6 +238,7 @@ fn producer(shared: Arc<Shared>, id: u32) -> Vec<Sent> {
                     receipted: false,
                 });
                 seq += 1;
+                shared.sends.fetch_add(1, Ordering::SeqCst);
                 if c.try_send(&f).is_err() {
                     continue 'connect;
                 }
@@ -352,6 +368,7 @@ fn consumer(shared: Arc<Shared>, id: u32, seed: u64) -> Vec<Delivery> {
                     shared
                         .last_message_ms
                         .store(shared.start.elapsed().as_millis() as u64, Ordering::SeqCst);
+                    shared.received.fetch_add(1, Ordering::SeqCst);
                     match check_message(&m) {
                         Ok((producer, seq)) => {
                             deliveries.push(Delivery {
@@ -426,6 +443,8 @@ fn kill_9_at_random_moments_loses_no_receipted_message_and_resurrects_no_receipt
         stop_producing: AtomicBool::new(false),
         stop_consuming: AtomicBool::new(false),
         last_message_ms: AtomicU64::new(0),
+        sends: AtomicU64::new(0),
+        received: AtomicU64::new(0),
         start: Instant::now(),
         failures: Mutex::new(Vec::new()),
     });
@@ -488,7 +507,7 @@ fn kill_9_at_random_moments_loses_no_receipted_message_and_resurrects_no_receipt
     // Nothing is left in the queue: a fresh consumer gets nothing. (Whatever it does get is
     // counted as delivered, so a message that was only stuck is told apart from a lost one.)
     let drained_at = Instant::now();
-    let left = drain(&broker, CRASH_QUEUE, 100_000);
+    let left = drain(&broker, CRASH_QUEUE, 1_000_000);
     let left_keys: Vec<(u32, u64)> = left.iter().filter_map(|m| check_message(m).ok()).collect();
     let left: Vec<String> = left.iter().map(describe).collect();
 
