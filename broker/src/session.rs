@@ -39,7 +39,7 @@ use crate::queue::{
     ConsumerId, ConsumerSpec, DeadLetter, Delivery, EnqueueError, Queue, QueueHost,
 };
 use crate::registry::SessionHandle;
-use crate::storage::{Commit, JournalError};
+use crate::storage::{Commit, ErrorSink, JournalError};
 use crate::topic::Topic;
 use stompd_config::Overflow;
 
@@ -64,6 +64,8 @@ pub enum SessionEvent {
     AckTimeout { consumer: ConsumerId, seq: u64 },
     /// The queue is closed and drained: no message will ever come again (until reopened).
     EndOfStream { consumer: ConsumerId },
+    /// A SEND sent without a receipt could not be stored (reported by the journal writer).
+    StoreFailed(Box<JournalError>),
 }
 
 /// A session's inbox. Unbounded as a channel, bounded by the credit each queue grants and the
@@ -297,6 +299,8 @@ struct Session {
     /// Set by an event that must end the connection (after the loop's current turn).
     fatal: Option<ClientError>,
     blocked: Option<Blocked>,
+    /// Where the journal reports a failed fire-and-forget SEND: this session's own inbox.
+    on_store_error: ErrorSink,
 }
 
 impl Session {
@@ -311,7 +315,12 @@ impl Session {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let now = Instant::now();
+        let inbox = tx.clone();
+        let on_store_error: ErrorSink = Arc::new(move |e: &JournalError| {
+            let _ = inbox.send(SessionEvent::StoreFailed(Box::new(e.clone())));
+        });
         Session {
+            on_store_error,
             id,
             client_id: None,
             remove_durable_on_unsubscribe: None,
@@ -782,7 +791,7 @@ impl Session {
                     self.receipt(receipt);
                 }
                 None => {
-                    let commit = self.route_send(&destination, frame)?;
+                    let commit = self.route_send(&destination, frame, receipt.is_some())?;
                     match self.blocked.as_mut() {
                         // The RECEIPT waits until the message is in.
                         Some(b) => b.receipt = receipt,
@@ -1063,13 +1072,16 @@ impl Session {
         for (n, v) in headers {
             reply.push_header(n, v);
         }
-        self.route_send(&reply_to, reply)
+        self.route_send(&reply_to, reply, true)
     }
 
+    /// Routes a SEND. Without a receipt, a persistent queue's journal write is not tracked one
+    /// by one: only a failure comes back, as [`SessionEvent::StoreFailed`].
     fn route_send(
         &mut self,
         destination: &str,
         frame: Frame,
+        receipt_wanted: bool,
     ) -> Result<Option<Commit>, ClientError> {
         if destination == crate::admin::STATS_DESTINATION {
             return self.stats_request(frame);
@@ -1087,8 +1099,15 @@ impl Session {
                     ttl,
                     now,
                 )?);
-                match q.send_shared(&*self.broker, msg.clone()) {
-                    Ok((_, commit)) => Ok(commit),
+                let sent = if receipt_wanted {
+                    q.send_shared(&*self.broker, msg.clone())
+                        .map(|(_, commit)| commit)
+                } else {
+                    q.send_reporting(&*self.broker, msg.clone(), &self.on_store_error)
+                        .map(|_| None)
+                };
+                match sent {
+                    Ok(commit) => Ok(commit),
                     Err(EnqueueError::Full(_)) if q.overflow() == Overflow::Block => {
                         // `block`: this producer's socket is not read until there is room.
                         let timeout = q.policy().block_timeout;
@@ -1742,6 +1761,13 @@ impl Session {
                     ],
                 );
             }
+            SessionEvent::StoreFailed(e) => {
+                if self.fatal.is_none() {
+                    if let Err(err) = self.on_durable(None, Err(*e)) {
+                        self.fatal = Some(err);
+                    }
+                }
+            }
             SessionEvent::EndOfStream { consumer } => {
                 let Some(sub) = self.subs.get(&consumer) else {
                     return;
@@ -1803,7 +1829,7 @@ impl Session {
                 ..
             }) = self.subs.get(&consumer)
             {
-                q.ack(&*self.broker, consumer, &seqs);
+                q.settle(&*self.broker, consumer, &seqs);
             }
         }
     }

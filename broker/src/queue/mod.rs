@@ -23,7 +23,7 @@ use stompd_protocol::ByteStr;
 
 use crate::message::{now_ms, Message, SharedMessage};
 use crate::session::{SessionEvent, Sink};
-use crate::storage::{Commit, Journal, PagedMessage, Record, StoredMessage};
+use crate::storage::{Commit, ErrorSink, Journal, PagedMessage, Record, StoredMessage};
 pub use state::{
     ConsumerId, ConsumerSpec, Counters, DeadLetter, DeadReason, Delivery, Effects, EnqueueError,
     Entry, Limit, QueueState, QueueStats,
@@ -205,6 +205,26 @@ impl Queue {
         Ok((seq, commit))
     }
 
+    /// Enqueues one message without a [`Commit`]: a journal failure goes to `on_error`.
+    pub fn send_reporting(
+        &self,
+        host: &dyn QueueHost,
+        msg: SharedMessage,
+        on_error: &ErrorSink,
+    ) -> Result<Option<u64>, EnqueueError> {
+        let mut g = self.lock();
+        let mut records = Vec::new();
+        let seq = g.enqueue(msg, &mut records)?;
+        let dead = g.drain_into(&mut records);
+        if let (Some(journal), false) = (&self.journal, records.is_empty()) {
+            // Under the queue lock, like every append: journal order is delivery order.
+            journal.append_reporting(records, on_error);
+        }
+        drop(g);
+        self.after(host, dead);
+        Ok(seq)
+    }
+
     pub fn subscribe(&self, host: &dyn QueueHost, spec: ConsumerSpec, sink: Sink) {
         let mut g = self.lock();
         if g.inner.eos_sent {
@@ -238,6 +258,20 @@ impl Queue {
         let (commit, dead) = g.finish(Vec::new());
         self.after(host, dead);
         (n, commit)
+    }
+
+    /// Acknowledges without waiting for the disk (automatic acknowledgement of written
+    /// deliveries: at worst such a message comes back once after a crash, marked redelivered).
+    pub fn settle(&self, host: &dyn QueueHost, consumer: ConsumerId, seqs: &[u64]) {
+        let mut g = self.lock();
+        g.ack(consumer, seqs);
+        let mut records = Vec::new();
+        let dead = g.drain_into(&mut records);
+        if let (Some(journal), false) = (&self.journal, records.is_empty()) {
+            journal.append_detached(records);
+        }
+        drop(g);
+        self.after(host, dead);
     }
 
     pub fn nack(
@@ -324,9 +358,7 @@ impl Queue {
         let mut inner = self.inner.lock();
         let mut paged = paged.into_iter().peekable();
         let restore_paged = |inner: &mut Inner, p: PagedMessage| {
-            let key = p
-                .idempotency_key
-                .map(|k| (ByteStr::from(k), p.timestamp_ms));
+            let key = p.idempotency_key.map(|k| (k, p.timestamp_ms));
             let entry = Entry {
                 seq: p.seq,
                 msg: None,
@@ -393,7 +425,7 @@ impl Queue {
                 })
                 .collect();
             // Not awaited: losing this record in a crash means the message is in both queues.
-            drop(journal.append(records));
+            journal.append_detached(records);
         }
     }
 }
@@ -540,16 +572,12 @@ fn load(journal: &Journal, queue: &str, destination: &ByteStr, seq: u64) -> Opti
 fn from_stored(destination: ByteStr, m: StoredMessage) -> Message {
     Message {
         destination,
-        headers: m
-            .headers
-            .into_iter()
-            .map(|(n, v)| (ByteStr::from(n), ByteStr::from(v)))
-            .collect(),
+        headers: m.headers,
         body: m.body,
         priority: m.priority.min(crate::message::MAX_PRIORITY),
         timestamp_ms: m.timestamp_ms,
         expires_at_ms: m.expires_at_ms,
-        idempotency_key: m.idempotency_key.map(ByteStr::from),
+        idempotency_key: m.idempotency_key,
     }
 }
 
@@ -560,12 +588,8 @@ fn to_stored(seq: u64, msg: &Message, redeliveries: u32) -> StoredMessage {
         timestamp_ms: msg.timestamp_ms,
         expires_at_ms: msg.expires_at_ms,
         redelivery_count: redeliveries,
-        idempotency_key: msg.idempotency_key.as_ref().map(|k| k.to_string()),
-        headers: msg
-            .headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect(),
+        idempotency_key: msg.idempotency_key.clone(),
+        headers: msg.headers.clone(),
         body: msg.body.clone(),
     }
 }

@@ -118,7 +118,8 @@ use tokio::sync::oneshot;
 use crate::storage::record::{self, DecodeError, PagedMessage, Payload, Record, StoredMessage};
 use crate::storage::segment;
 use crate::storage::state::{Index, ReplayMsg, State};
-use crate::storage::writer::{Cmd, Faults, Head, Pending, Writer};
+pub use crate::storage::writer::ErrorSink;
+use crate::storage::writer::{Cmd, Done, Faults, Head, Pending, Writer};
 
 /// When a commit counts as durable. See the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -489,32 +490,57 @@ impl Journal {
     /// Entries from one thread are written in call order. An empty batch writes nothing and
     /// resolves in order with the others.
     pub fn append(&self, batch: Vec<Record>) -> Commit {
+        let (tx, rx) = oneshot::channel();
+        match self.submit(batch, Done::Reply(tx)) {
+            Ok(()) => Commit {
+                state: CommitState::Waiting(rx),
+            },
+            Err(e) => Commit::ready(Err(e)),
+        }
+    }
+
+    /// [`Journal::append`] for a batch nobody waits for (automatic acknowledgements, the
+    /// removal of dead letters): no completion channel is allocated. A failure is logged by the
+    /// writer.
+    pub fn append_detached(&self, batch: Vec<Record>) {
+        if let Err(e) = self.submit(batch, Done::Nobody) {
+            tracing::error!(error = %e, "journal append refused");
+        }
+    }
+
+    /// [`Journal::append`] that reports only a failure, to `on_error` (called on the writer
+    /// thread, or here when the batch is refused at once). Appends of one thread are written in
+    /// order, so a later [`Commit`] resolving means this batch was handled too.
+    pub fn append_reporting(&self, batch: Vec<Record>, on_error: &ErrorSink) {
+        if let Err(e) = self.submit(batch, Done::OnError(on_error.clone())) {
+            on_error(&e);
+        }
+    }
+
+    fn submit(&self, batch: Vec<Record>, done: Done) -> Result<(), JournalError> {
         let mut entry = segment::begin_entry(record::estimate_batch(&batch));
         let mut sizes = Vec::with_capacity(batch.len());
         if !batch.is_empty() {
             record::encode_batch(&mut entry, &batch, &mut sizes);
             if let Err(size) = segment::seal_entry(&mut entry) {
-                return Commit::ready(Err(JournalError::EntryTooLarge {
+                return Err(JournalError::EntryTooLarge {
                     size,
                     max: segment::MAX_PAYLOAD,
-                }));
+                });
             }
         } else {
             entry.clear();
         }
-        let (tx, rx) = oneshot::channel();
         let pending = Pending {
             entry,
             records: batch,
             sizes,
-            done: Some(tx),
+            done,
         };
-        if self.inner.tx.send(Cmd::Append(pending)).is_err() {
-            return Commit::ready(Err(JournalError::Closed));
-        }
-        Commit {
-            state: CommitState::Waiting(rx),
-        }
+        self.inner
+            .tx
+            .send(Cmd::Append(pending))
+            .map_err(|_| JournalError::Closed)
     }
 
     /// Resolves once everything appended before it is synced to disk, whatever the policy.
@@ -769,8 +795,8 @@ mod tests {
             timestamp_ms: 1000 + seq,
             expires_at_ms: seq.is_multiple_of(2).then_some(5000 + seq),
             redelivery_count: 0,
-            idempotency_key: seq.is_multiple_of(3).then(|| format!("k{seq}")),
-            headers: vec![("h".into(), format!("v{seq}"))],
+            idempotency_key: seq.is_multiple_of(3).then(|| format!("k{seq}").into()),
+            headers: vec![("h".into(), format!("v{seq}").into())],
             body: Bytes::from(body.to_owned()),
         }
     }

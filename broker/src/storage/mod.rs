@@ -12,7 +12,7 @@ mod writer;
 mod model_tests;
 
 pub use journal::{
-    Commit, FsyncPolicy, Journal, JournalError, JournalOptions, JournalStats, Recovered,
+    Commit, ErrorSink, FsyncPolicy, Journal, JournalError, JournalOptions, JournalStats, Recovered,
     RecoveredQueue, RecoveryReport,
 };
 pub use record::{PagedMessage, Record, StoredMessage};

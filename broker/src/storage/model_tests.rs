@@ -167,8 +167,13 @@ impl Model {
                     timestamp_ms: *counter,
                     expires_at_ms: counter.is_multiple_of(3).then_some(*counter * 10),
                     redelivery_count: 0,
-                    idempotency_key: counter.is_multiple_of(4).then(|| format!("idem-{counter}")),
-                    headers,
+                    idempotency_key: counter
+                        .is_multiple_of(4)
+                        .then(|| format!("idem-{counter}").into()),
+                    headers: headers
+                        .into_iter()
+                        .map(|(n, v)| (n.into(), v.into()))
+                        .collect(),
                     body: Bytes::from(body),
                 }
             };

@@ -4,6 +4,7 @@
 //! its only implementation. Everything here is pure: no files, no threads.
 
 use bytes::Bytes;
+use stompd_protocol::ByteStr;
 
 /// Version byte at the start of every entry payload. Bump it (and keep decoding the old one)
 /// whenever the layout below changes.
@@ -28,8 +29,9 @@ pub struct StoredMessage {
     pub timestamp_ms: u64,
     pub expires_at_ms: Option<u64>,
     pub redelivery_count: u32,
-    pub idempotency_key: Option<String>,
-    pub headers: Vec<(String, String)>,
+    /// Shared with the message in memory (a refcount, not a copy, per header).
+    pub idempotency_key: Option<ByteStr>,
+    pub headers: Vec<(ByteStr, ByteStr)>,
     pub body: Bytes,
 }
 
@@ -42,7 +44,7 @@ pub struct PagedMessage {
     pub timestamp_ms: u64,
     pub expires_at_ms: Option<u64>,
     pub redelivery_count: u32,
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<ByteStr>,
     /// Body length in bytes.
     pub size: u64,
 }
@@ -153,7 +155,7 @@ pub(crate) fn estimate_batch(records: &[Record]) -> usize {
                 + match r {
                     Record::Enqueue { msg, .. } => {
                         48 + msg.body.len()
-                            + msg.idempotency_key.as_ref().map_or(0, String::len)
+                            + msg.idempotency_key.as_ref().map_or(0, ByteStr::len)
                             + msg
                                 .headers
                                 .iter()
@@ -377,13 +379,13 @@ fn decode_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
             let timestamp_ms = r.u64()?;
             let expires_at_ms = if r.bool()? { Some(r.u64()?) } else { None };
             let redelivery_count = r.u32()?;
-            let idempotency_key = r.opt_string()?;
+            let idempotency_key = r.opt_string()?.map(ByteStr::from);
             let (n, cap) = r.count()?;
             let mut headers = Vec::with_capacity(cap);
             for _ in 0..n {
                 let k = r.string()?;
                 let v = r.string()?;
-                headers.push((k, v));
+                headers.push((ByteStr::from(k), ByteStr::from(v)));
             }
             let body = Bytes::copy_from_slice(r.bytes()?);
             Record::Enqueue {
@@ -430,11 +432,11 @@ pub(crate) mod tests {
             timestamp_ms: 1_700_000_000_000 + seq,
             expires_at_ms: Some(1_700_000_060_000),
             redelivery_count: 2,
-            idempotency_key: Some(format!("key-{seq}")),
+            idempotency_key: Some(format!("key-{seq}").into()),
             headers: vec![
                 ("content-type".into(), "text/plain".into()),
                 ("x-ünïcode".into(), "värde:\n".into()),
-                (String::new(), String::new()),
+                (ByteStr::default(), ByteStr::default()),
             ],
             body: Bytes::from(vec![0u8, 1, 2, 255, b'\n', 0]),
         }

@@ -70,14 +70,32 @@ pub(crate) struct Pending {
     pub entry: Vec<u8>,
     pub records: Vec<Record>,
     pub sizes: Vec<u32>,
-    pub done: Option<Reply>,
+    pub done: Done,
 }
+
+/// Who learns how an append ended.
+pub(crate) enum Done {
+    /// Nobody (a failure is still logged by the writer).
+    Nobody,
+    /// A [`crate::storage::Commit`] waits for the result.
+    Reply(Reply),
+    /// Only a failure is reported, through a callback shared by many appends: no allocation
+    /// per append (fire-and-forget SENDs).
+    OnError(ErrorSink),
+}
+
+/// Told about the failure of an append made with [`crate::storage::Journal::append_reporting`].
+pub type ErrorSink = Arc<dyn Fn(&JournalError) + Send + Sync>;
 
 impl Pending {
     fn complete(self, r: Result<(), JournalError>) {
-        if let Some(done) = self.done {
+        match (self.done, r) {
             // The caller may have dropped its Commit; that is fine.
-            let _ = done.send(r);
+            (Done::Reply(done), r) => {
+                let _ = done.send(r);
+            }
+            (Done::OnError(sink), Err(e)) => sink(&e),
+            _ => {}
         }
     }
 }
@@ -394,7 +412,9 @@ impl Writer {
                     for (rec, size) in records.into_iter().zip(sizes) {
                         state.apply(rec, self.head.id, offset, size);
                     }
-                    waiters.extend(done);
+                    if let Done::Reply(done) = done {
+                        waiters.push(done);
+                    }
                 }
                 drop(index);
                 // Counters first, so a caller whose commit resolved sees its own effects.
@@ -687,7 +707,7 @@ impl Writer {
             entry,
             records,
             sizes,
-            done: None,
+            done: Done::Nobody,
         };
         if self.must_roll(0, len) {
             if let Err(e) = self.roll() {
