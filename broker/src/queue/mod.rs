@@ -593,3 +593,68 @@ fn to_stored(seq: u64, msg: &Message, redeliveries: u32) -> StoredMessage {
         body: msg.body.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::JournalOptions;
+    use std::sync::atomic::Ordering::SeqCst;
+
+    struct NoHost;
+    impl QueueHost for NoHost {
+        fn dead_letters(&self, _: &Queue, _: Vec<DeadLetter>) {}
+    }
+
+    fn message(body: &'static str) -> SharedMessage {
+        Arc::new(Message {
+            destination: "/queue/q".into(),
+            headers: vec![("h".into(), "v".into())],
+            body: bytes::Bytes::from_static(body.as_bytes()),
+            priority: 4,
+            timestamp_ms: 1,
+            expires_at_ms: None,
+            idempotency_key: None,
+        })
+    }
+
+    #[test]
+    fn a_failed_fire_and_forget_append_is_reported_to_its_sink_and_only_that_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let faults = crate::storage::writer::Faults::default();
+        let (journal, _) =
+            Journal::open_with(JournalOptions::new(tmp.path()), faults.clone()).unwrap();
+        let policy = QueuePolicy {
+            persistent: true,
+            ..QueuePolicy::default()
+        };
+        let q = Queue::new(
+            "q".into(),
+            "/queue/q".into(),
+            policy,
+            None,
+            Some(journal.clone()),
+        );
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink: ErrorSink = {
+            let errors = errors.clone();
+            Arc::new(move |e: &crate::storage::JournalError| errors.lock().push(e.to_string()))
+        };
+        faults.0.fail_writes.store(1, SeqCst);
+        q.send_reporting(&NoHost, message("lost"), &sink).unwrap();
+        journal.sync().wait().unwrap();
+        assert_eq!(errors.lock().len(), 1, "{:?}", errors.lock());
+        assert!(errors.lock()[0].contains("no space"), "{:?}", errors.lock());
+        q.send_reporting(&NoHost, message("kept"), &sink).unwrap();
+        journal.sync().wait().unwrap();
+        assert_eq!(errors.lock().len(), 1, "a later success reports nothing");
+        drop(q);
+        journal.close().unwrap();
+        let (_j, r) = Journal::open(JournalOptions::new(tmp.path())).unwrap();
+        let bodies: Vec<_> = r.queues["q"]
+            .messages
+            .iter()
+            .map(|m| m.body.clone())
+            .collect();
+        assert_eq!(bodies, ["kept"]);
+    }
+}

@@ -6,7 +6,7 @@ pub mod journal;
 pub mod record;
 mod segment;
 mod state;
-mod writer;
+pub(crate) mod writer;
 
 #[cfg(test)]
 mod model_tests;
