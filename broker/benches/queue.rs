@@ -41,7 +41,7 @@ fn queue_with_consumers(window: u32) -> QueueState {
     let mut q = QueueState::new(QueuePolicy::default());
     let mut fx = Effects::default();
     for id in 0..CONSUMERS {
-        q.add_consumer(ConsumerSpec { id, window }, 0, &mut fx);
+        q.add_consumer(ConsumerSpec::new(id, window), 0, &mut fx);
     }
     q
 }
@@ -97,7 +97,7 @@ fn cycle(c: &mut Criterion) {
             |q| {
                 let mut fx = Effects::default();
                 for id in 0..CONSUMERS {
-                    q.add_consumer(ConsumerSpec { id, window: 100 }, 0, &mut fx);
+                    q.add_consumer(ConsumerSpec::new(id, 100), 0, &mut fx);
                 }
                 let mut acks: Vec<u64> = Vec::with_capacity(128);
                 while !fx.deliveries.is_empty() {

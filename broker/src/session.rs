@@ -1279,12 +1279,6 @@ impl Session {
         let max_unacked = self.config.limits.max_unacked.max(1);
         match target {
             Destination::Queue(q) => {
-                if selector.is_some() && durable.is_none() {
-                    return Err(ClientError::new(
-                        "unsupported",
-                        "selectors are supported on topic subscriptions (durable or not), not yet on queues",
-                    ));
-                }
                 let policy_ack = q.acknowledgement();
                 let ack = match policy_ack {
                     Acknowledgement::Required if ack == AckMode::Auto => {
@@ -1300,7 +1294,7 @@ impl Session {
                     .get("browser")
                     .is_some_and(|v| v.eq_ignore_ascii_case("true"))
                 {
-                    return self.browse(&id, &q, max_unacked as usize);
+                    return self.browse(&id, &q, max_unacked as usize, selector.as_deref());
                 }
                 let window = match ack {
                     AckMode::Auto => AUTO_WINDOW,
@@ -1308,6 +1302,8 @@ impl Session {
                         .unwrap_or_else(|| q.prefetch())
                         .clamp(1, max_unacked),
                 };
+                // A durable subscription's selector already filters what its queue gets.
+                let queue_selector = if durable.is_some() { None } else { selector };
                 self.subs.insert(
                     consumer,
                     Subscription {
@@ -1330,6 +1326,8 @@ impl Session {
                     ConsumerSpec {
                         id: consumer,
                         window,
+                        window_bytes: window_bytes(frame)?,
+                        selector: queue_selector,
                     },
                     self.tx.clone(),
                 );
@@ -1388,13 +1386,22 @@ impl Session {
     /// A `browser:true` subscription: the queue's ready messages, unconsumed, then an end marker.
     /// Every browsed message carries an `ack` id: ACKing it removes the message from the queue
     /// (selective removal); a browser that only looks sends nothing.
-    fn browse(&mut self, id: &ByteStr, q: &Arc<Queue>, limit: usize) -> Result<(), ClientError> {
+    fn browse(
+        &mut self,
+        id: &ByteStr,
+        q: &Arc<Queue>,
+        limit: usize,
+        selector: Option<&crate::selector::Selector>,
+    ) -> Result<(), ClientError> {
         let version = self.version.unwrap_or(Version::V1_2);
         let idx = self.next_tag;
         self.next_tag += 1;
         self.browses.insert(id.clone(), (idx, q.clone()));
         let before = self.wbuf.len();
         for d in q.browse(limit) {
+            if selector.is_some_and(|s| !crate::topic::matches(s, &d.msg)) {
+                continue;
+            }
             self.scratch_id.clear();
             let _ = write!(self.scratch_id, "{}@{}", q.destination(), d.seq);
             self.scratch_ack.clear();
@@ -1963,6 +1970,22 @@ fn unknown_tx(tx: &ByteStr) -> ClientError {
 
 /// Per-subscription window from the headers other brokers' clients send, in precedence order:
 /// `prefetch-count` (RabbitMQ), `activemq.prefetchSize` (ActiveMQ).
+/// Artemis' `consumer-window-size`: bytes of messages in flight to the consumer; -1 = no limit,
+/// 0 = one message at a time.
+fn window_bytes(frame: &Frame) -> Result<u64, ClientError> {
+    match frame.get("consumer-window-size") {
+        None => Ok(u64::MAX),
+        Some(v) => match v.trim().parse::<i64>() {
+            Ok(-1) => Ok(u64::MAX),
+            Ok(n) if n >= 0 => Ok(n as u64),
+            _ => Err(ClientError::new(
+                "bad-header",
+                format!("header `consumer-window-size` must be -1 or a non-negative integer of bytes, got {v:?}"),
+            )),
+        },
+    }
+}
+
 fn prefetch(frame: &Frame) -> Result<Option<u32>, ClientError> {
     for name in ["prefetch-count", "activemq.prefetchSize"] {
         if let Some(v) = frame.get(name) {

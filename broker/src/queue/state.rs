@@ -17,7 +17,8 @@ use stompd_config::{Overflow, QueuePolicy};
 
 use stompd_protocol::ByteStr;
 
-use crate::message::{SharedMessage, MAX_PRIORITY};
+use crate::message::{Message, SharedMessage, MAX_PRIORITY};
+use crate::selector::Selector;
 
 pub type ConsumerId = u64;
 
@@ -146,20 +147,56 @@ pub enum EnqueueError {
     Full(Limit),
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConsumerSpec {
     pub id: ConsumerId,
     /// Maximum messages handed out and not yet acknowledged. Auto-ack subscriptions are acked by
     /// their session once the MESSAGE has been written to the socket, so a message still in a
     /// dead connection's buffer comes back instead of being lost.
     pub window: u32,
+    /// Maximum body bytes handed out and not yet acknowledged (Artemis' `consumer-window-size`);
+    /// one message is always allowed, however large. `u64::MAX` for no limit.
+    pub window_bytes: u64,
+    /// Only messages this selector accepts are handed to the consumer.
+    pub selector: Option<Arc<Selector>>,
+}
+
+impl ConsumerSpec {
+    /// A consumer with a message window only.
+    pub fn new(id: ConsumerId, window: u32) -> ConsumerSpec {
+        ConsumerSpec {
+            id,
+            window,
+            window_bytes: u64::MAX,
+            selector: None,
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Consumer {
     spec: ConsumerSpec,
     in_flight: u32,
+    in_flight_bytes: u64,
 }
+
+impl Consumer {
+    fn has_credit(&self) -> bool {
+        self.in_flight < self.spec.window
+            && (self.in_flight == 0 || self.in_flight_bytes < self.spec.window_bytes)
+    }
+
+    fn accepts(&self, msg: &Message) -> bool {
+        self.spec
+            .selector
+            .as_ref()
+            .is_none_or(|s| crate::topic::matches(s, msg))
+    }
+}
+
+/// Ready messages a dispatch with selectors examines at most: messages no consumer selects
+/// stay in the queue, and must not make every dispatch rescan all of them.
+const SELECTOR_SCAN_LIMIT: usize = 10_000;
 
 #[derive(Debug)]
 struct InFlight {
@@ -482,7 +519,11 @@ impl QueueState {
     }
 
     pub fn add_consumer(&mut self, spec: ConsumerSpec, now_ms: u64, fx: &mut Effects) {
-        self.consumers.push(Consumer { spec, in_flight: 0 });
+        self.consumers.push(Consumer {
+            spec,
+            in_flight: 0,
+            in_flight_bytes: 0,
+        });
         self.dispatch(now_ms, fx);
     }
 
@@ -723,11 +764,15 @@ impl QueueState {
         if self.consumers.is_empty() {
             return;
         }
+        if self.consumers.iter().any(|c| c.spec.selector.is_some()) {
+            self.dispatch_selective(now_ms, fx);
+            return;
+        }
         while self.ready_count > 0 {
             let Some(ci) = self.next_consumer_with_credit() else {
                 break;
             };
-            let Some(mut entry) = self.pop_ready(now_ms, fx) else {
+            let Some(entry) = self.pop_ready(now_ms, fx) else {
                 break;
             };
             let msg = match self.load(&entry) {
@@ -739,39 +784,97 @@ impl QueueState {
                     continue;
                 }
             };
-            entry.msg = Some(msg.clone());
-            let consumer = &mut self.consumers[ci];
-            consumer.in_flight += 1;
-            let id = consumer.spec.id;
-            self.cursor = (ci + 1) % self.consumers.len();
-            self.counters.delivered += 1;
-            let delivery = Delivery {
-                seq: entry.seq,
-                msg,
-                redelivery_count: entry.redeliveries,
-            };
-            self.in_flight_bytes += entry.size;
-            let deadline = self
-                .policy
-                .ack_timeout
-                .map(|t| now_ms.saturating_add(t.as_millis() as u64));
-            self.in_flight.insert(
-                entry.seq,
-                InFlight {
-                    entry,
-                    consumer: id,
-                    deadline,
-                },
-            );
-            fx.deliveries.push((id, delivery));
+            self.hand_out(ci, entry, msg, now_ms, fx);
         }
+    }
+
+    /// Dispatch when some consumer has a selector: each ready message, in delivery order, goes
+    /// to the next consumer (round robin) with credit that selects it; a message nobody selects
+    /// stays where it is. Examines at most [`SELECTOR_SCAN_LIMIT`] messages per call.
+    fn dispatch_selective(&mut self, now_ms: u64, fx: &mut Effects) {
+        let mut scanned = 0;
+        for p in (0..LEVELS).rev() {
+            let mut i = 0;
+            while i < self.ready[p].len() {
+                if scanned >= SELECTOR_SCAN_LIMIT || !self.consumers.iter().any(|c| c.has_credit())
+                {
+                    return;
+                }
+                scanned += 1;
+                if self.ready[p][i].is_expired(now_ms) {
+                    if let Some(entry) = self.ready[p].remove(i) {
+                        self.unlink_ready(&entry);
+                        self.counters.expired += 1;
+                        self.dead_letter(entry, DeadReason::Expired, fx);
+                    }
+                    continue;
+                }
+                let Some(msg) = self.load(&self.ready[p][i]) else {
+                    if let Some(entry) = self.ready[p].remove(i) {
+                        self.unlink_ready(&entry);
+                        self.delay(entry, now_ms.saturating_add(LOAD_RETRY_MS));
+                    }
+                    continue;
+                };
+                let n = self.consumers.len();
+                let chosen = (0..n)
+                    .map(|k| (self.cursor + k) % n)
+                    .find(|&k| self.consumers[k].has_credit() && self.consumers[k].accepts(&msg));
+                match chosen {
+                    Some(ci) => {
+                        if let Some(entry) = self.ready[p].remove(i) {
+                            self.unlink_ready(&entry);
+                            self.hand_out(ci, entry, msg, now_ms, fx);
+                        }
+                    }
+                    None => i += 1,
+                }
+            }
+        }
+    }
+
+    /// Hands `entry` (its message loaded as `msg`) to consumer `ci`.
+    fn hand_out(
+        &mut self,
+        ci: usize,
+        mut entry: Entry,
+        msg: SharedMessage,
+        now_ms: u64,
+        fx: &mut Effects,
+    ) {
+        entry.msg = Some(msg.clone());
+        let consumer = &mut self.consumers[ci];
+        consumer.in_flight += 1;
+        consumer.in_flight_bytes += entry.size;
+        let id = consumer.spec.id;
+        self.cursor = (ci + 1) % self.consumers.len();
+        self.counters.delivered += 1;
+        let delivery = Delivery {
+            seq: entry.seq,
+            msg,
+            redelivery_count: entry.redeliveries,
+        };
+        self.in_flight_bytes += entry.size;
+        let deadline = self
+            .policy
+            .ack_timeout
+            .map(|t| now_ms.saturating_add(t.as_millis() as u64));
+        self.in_flight.insert(
+            entry.seq,
+            InFlight {
+                entry,
+                consumer: id,
+                deadline,
+            },
+        );
+        fx.deliveries.push((id, delivery));
     }
 
     fn next_consumer_with_credit(&self) -> Option<usize> {
         let n = self.consumers.len();
         (0..n)
             .map(|i| (self.cursor + i) % n)
-            .find(|&i| self.consumers[i].in_flight < self.consumers[i].spec.window)
+            .find(|&i| self.consumers[i].has_credit())
     }
 
     fn take_in_flight(&mut self, seq: u64) -> Option<InFlight> {
@@ -779,6 +882,7 @@ impl QueueState {
         self.in_flight_bytes -= f.entry.size;
         if let Some(c) = self.consumers.iter_mut().find(|c| c.spec.id == f.consumer) {
             c.in_flight = c.in_flight.saturating_sub(1);
+            c.in_flight_bytes = c.in_flight_bytes.saturating_sub(f.entry.size);
         }
         Some(f)
     }
@@ -938,7 +1042,7 @@ mod tests {
     }
 
     fn consumer(id: u64, window: u32) -> ConsumerSpec {
-        ConsumerSpec { id, window }
+        ConsumerSpec::new(id, window)
     }
 
     #[test]
@@ -1286,5 +1390,93 @@ mod tests {
         );
         assert_eq!(reads.load(SeqCst), 0);
         assert_eq!((q.depth(), q.bytes(), q.resident_bytes()), (0, 0, 0));
+    }
+
+    fn colored(body: &str, color: &str) -> SharedMessage {
+        Arc::new(Message {
+            destination: "/queue/t".into(),
+            headers: vec![("color".into(), color.into())],
+            body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+            priority: 4,
+            timestamp_ms: 0,
+            expires_at_ms: None,
+            idempotency_key: None,
+        })
+    }
+
+    fn selecting(id: u64, text: &str) -> ConsumerSpec {
+        ConsumerSpec {
+            selector: Some(Arc::new(Selector::parse(text).unwrap())),
+            ..ConsumerSpec::new(id, 10)
+        }
+    }
+
+    #[test]
+    fn selectors_on_a_queue_pick_their_messages_in_order_and_leave_the_rest() {
+        let mut q = QueueState::new(policy());
+        let mut fx = Effects::default();
+        for (body, color) in [
+            ("r1", "red"),
+            ("b1", "blue"),
+            ("r2", "red"),
+            ("g1", "green"),
+        ] {
+            q.enqueue(colored(body, color), 0, &mut fx).unwrap();
+        }
+        q.add_consumer(selecting(1, "color = 'red'"), 0, &mut fx);
+        assert_eq!(bodies(&fx), ["r1", "r2"]);
+        let mut fx = Effects::default();
+        q.add_consumer(selecting(2, "color IN ('blue', 'black')"), 0, &mut fx);
+        assert_eq!(bodies(&fx), ["b1"]);
+        assert_eq!(fx.deliveries[0].0, 2);
+        assert_eq!((q.depth(), q.stats().ready), (4, 1));
+        // A new red message goes to the red consumer even though blue is next in turn.
+        let mut fx = Effects::default();
+        q.enqueue(colored("r3", "red"), 0, &mut fx).unwrap();
+        assert_eq!(fx.deliveries.len(), 1);
+        assert_eq!(fx.deliveries[0].0, 1);
+        // A consumer without a selector takes what nobody selected.
+        let mut fx = Effects::default();
+        q.add_consumer(ConsumerSpec::new(3, 10), 0, &mut fx);
+        assert_eq!(bodies(&fx), ["g1"]);
+        // A message the red consumer gives back goes to it again, not to the blue one.
+        let mut fx = Effects::default();
+        q.remove_consumer(1, 0, &mut fx);
+        assert_eq!(bodies(&fx), ["r1", "r2", "r3"]);
+        assert!(fx.deliveries.iter().all(|(c, _)| *c == 3));
+    }
+
+    #[test]
+    fn a_byte_window_bounds_bytes_in_flight_but_always_lets_one_message_through() {
+        let mut q = QueueState::new(policy());
+        let mut fx = Effects::default();
+        let mut seqs = Vec::new();
+        for body in ["aaaa", "bb", "cccccc", "d"] {
+            seqs.push(q.enqueue(msg(body, 4, None), 0, &mut fx).unwrap().unwrap());
+        }
+        let spec = ConsumerSpec {
+            window_bytes: 5,
+            ..ConsumerSpec::new(1, 100)
+        };
+        q.add_consumer(spec, 0, &mut fx);
+        assert_eq!(bodies(&fx), ["aaaa", "bb"]);
+        let mut fx = Effects::default();
+        q.ack(1, &seqs[..1], 0, &mut fx);
+        assert_eq!(bodies(&fx), ["cccccc"]);
+        let mut fx = Effects::default();
+        q.ack(1, &seqs[1..3], 0, &mut fx);
+        assert_eq!(bodies(&fx), ["d"]);
+        // 0 bytes: one message at a time.
+        let mut q = QueueState::new(policy());
+        let mut fx = Effects::default();
+        for body in ["x", "y"] {
+            q.enqueue(msg(body, 4, None), 0, &mut fx).unwrap();
+        }
+        let spec = ConsumerSpec {
+            window_bytes: 0,
+            ..ConsumerSpec::new(1, 100)
+        };
+        q.add_consumer(spec, 0, &mut fx);
+        assert_eq!(bodies(&fx), ["x"]);
     }
 }
