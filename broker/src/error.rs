@@ -53,6 +53,12 @@ impl ClientError {
                 "queue-full",
                 format!("queue {destination} is full (limit {n} bytes)"),
             ),
+            EnqueueError::Full(Limit::PriorityMessages { priority, limit }) => ClientError::new(
+                "queue-full",
+                format!(
+                    "queue {destination} is full at priority {priority} (limit {limit} waiting messages per priority)"
+                ),
+            ),
         }
     }
 }

@@ -963,12 +963,20 @@ impl Session {
         let index = |q: &Arc<Queue>| queues.iter().position(|x| Arc::ptr_eq(x, q)).unwrap_or(0);
         let mut guards: Vec<_> = queues.iter().map(|q| q.lock()).collect();
         for (i, g) in guards.iter().enumerate() {
-            let (n, bytes) = planned.iter().fold((0u64, 0u64), |(n, b), p| match p {
-                Planned::Enqueue(q, _, m) if index(q) == i => (n + 1, b + m.size()),
-                _ => (n, b),
-            });
+            let (mut n, mut bytes) = (0u64, 0u64);
+            let mut per_priority = [0u64; crate::queue::state::LEVELS];
+            for p in &planned {
+                if let Planned::Enqueue(q, _, m) = p {
+                    if index(q) == i {
+                        n += 1;
+                        bytes += m.size();
+                        per_priority[usize::from(m.priority.min(crate::message::MAX_PRIORITY))] +=
+                            1;
+                    }
+                }
+            }
             if n > 0 {
-                g.admit_batch(n, bytes)
+                g.admit_batch(n, bytes, &per_priority)
                     .map_err(|e| ClientError::enqueue(queues[i].destination(), e))?;
             }
         }

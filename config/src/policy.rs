@@ -58,6 +58,8 @@ pub struct QueuePolicyRaw {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_messages_per_priority: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub overflow: Option<Overflow>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block_timeout_ms: Option<u64>,
@@ -103,6 +105,8 @@ pub struct QueuePolicy {
     pub max_messages: u64,
     /// Body bytes limit; 0 = unlimited.
     pub max_bytes: u64,
+    /// Most messages waiting (ready) at any one priority level; 0 = unlimited.
+    pub max_messages_per_priority: u64,
     pub overflow: Overflow,
     /// How long a producer waits with `overflow = "block"`.
     pub block_timeout: Duration,
@@ -147,6 +151,7 @@ impl Default for QueuePolicy {
             acknowledgement: Acknowledgement::Optional,
             max_messages: 0,
             max_bytes: 0,
+            max_messages_per_priority: 0,
             overflow: Overflow::Reject,
             block_timeout: Duration::from_millis(5000),
             prefetch: 100,
@@ -187,6 +192,9 @@ impl QueuePolicy {
         }
         if let Some(v) = l.max_bytes {
             self.max_bytes = v;
+        }
+        if let Some(v) = l.max_messages_per_priority {
+            self.max_messages_per_priority = v;
         }
         if let Some(v) = l.overflow {
             self.overflow = v;

@@ -467,6 +467,7 @@ auto_create_file! {
     acknowledgement: Acknowledgement,
     max_messages: u64,
     max_bytes: u64,
+    max_messages_per_priority: u64,
     overflow: Overflow,
     block_timeout_ms: u64,
     prefetch: u32,

@@ -84,6 +84,16 @@ dead_letter = "overflowing-dlq"
 
 [queues.overflowing-dlq]
 
+[queues.per-priority]
+max_messages_per_priority = 2
+
+[queues.per-priority-drop]
+max_messages_per_priority = 1
+overflow = "drop-oldest"
+dead_letter = "per-priority-dlq"
+
+[queues.per-priority-dlq]
+
 [queues.slow]
 ack_timeout_ms = 500
 
@@ -668,6 +678,51 @@ fn drop_oldest_overflow_dead_letters_with_reason_overflow() {
     c.expect_nothing(QUIET);
     c.subscribe("s", "/queue/overflowing", "auto");
     assert_eq!(bodies(&c.recv_messages(2, TIMEOUT)), vec!["b", "c"]);
+}
+
+#[test]
+fn a_per_priority_limit_refuses_only_the_full_priority() {
+    let broker = broker();
+    let mut p = Client::connect_v12(broker.addr());
+    for b in ["h1", "h2"] {
+        p.send_to_sync("/queue/per-priority", b.as_bytes(), &[("priority", "9")]);
+    }
+    // Another priority still has room.
+    p.send_to_sync("/queue/per-priority", b"low", &[("priority", "1")]);
+    let e = expect_error_with_receipt(
+        &mut p,
+        send_frame("/queue/per-priority", b"h3", &[("priority", "9")]),
+        "queue-full",
+        "r-full",
+    );
+    assert!(
+        header(&e, "message").contains("priority 9"),
+        "{}",
+        describe(&e)
+    );
+    let mut c = Client::connect_v12(broker.addr());
+    c.subscribe("s", "/queue/per-priority", "auto");
+    assert_eq!(
+        bodies(&c.recv_messages(3, TIMEOUT)),
+        vec!["h1", "h2", "low"]
+    );
+    c.expect_nothing(QUIET);
+}
+
+#[test]
+fn a_per_priority_limit_with_drop_oldest_dead_letters_the_oldest_of_that_priority() {
+    let broker = broker();
+    let mut p = Client::connect_v12(broker.addr());
+    p.send_to_sync("/queue/per-priority-drop", b"old", &[("priority", "7")]);
+    p.send_to_sync("/queue/per-priority-drop", b"other", &[("priority", "2")]);
+    p.send_to_sync("/queue/per-priority-drop", b"new", &[("priority", "7")]);
+    let mut c = Client::connect_v12(broker.addr());
+    c.subscribe("dlq", "/queue/per-priority-dlq", "auto");
+    let d = c.expect(Command::Message, TIMEOUT);
+    assert_eq!(body(&d), "old");
+    check_dead_letter(&d, "/queue/per-priority-drop", "overflow");
+    c.subscribe("s", "/queue/per-priority-drop", "auto");
+    assert_eq!(bodies(&c.recv_messages(2, TIMEOUT)), vec!["new", "other"]);
 }
 
 // ---------------------------------------------------------------------------------------------

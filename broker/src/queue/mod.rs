@@ -456,8 +456,13 @@ impl QueueGuard<'_> {
 
     /// Checks that `messages` totalling `bytes` would all be accepted (transactions check before
     /// they change anything).
-    pub fn admit_batch(&self, messages: u64, bytes: u64) -> Result<(), EnqueueError> {
-        self.inner.state.admit_batch(messages, bytes)
+    pub fn admit_batch(
+        &self,
+        messages: u64,
+        bytes: u64,
+        per_priority: &[u64; state::LEVELS],
+    ) -> Result<(), EnqueueError> {
+        self.inner.state.admit_batch(messages, bytes, per_priority)
     }
 
     pub fn ack(&mut self, consumer: ConsumerId, seqs: &[u64]) -> usize {

@@ -22,7 +22,8 @@ use crate::selector::Selector;
 
 pub type ConsumerId = u64;
 
-const LEVELS: usize = MAX_PRIORITY as usize + 1;
+/// Priority levels, 0..=9.
+pub const LEVELS: usize = MAX_PRIORITY as usize + 1;
 
 /// A stored message and how often it has been handed out and come back.
 ///
@@ -137,6 +138,11 @@ impl Effects {
 pub enum Limit {
     Messages(u64),
     Bytes(u64),
+    /// `max_messages_per_priority` at this priority.
+    PriorityMessages {
+        priority: u8,
+        limit: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -413,13 +419,28 @@ impl QueueState {
     }
 
     /// Like [`QueueState::admit`] for several messages at once (a transaction's SENDs).
-    pub fn admit_batch(&self, messages: u64, bytes: u64) -> Result<(), EnqueueError> {
+    /// `per_priority[p]`: how many of the messages have priority `p`.
+    pub fn admit_batch(
+        &self,
+        messages: u64,
+        bytes: u64,
+        per_priority: &[u64; LEVELS],
+    ) -> Result<(), EnqueueError> {
         if self.closed {
             return Err(EnqueueError::Closed);
         }
         if self.policy.overflow != Overflow::DropOldest {
             if let Some(limit) = self.over_limit(messages, bytes) {
                 return Err(EnqueueError::Full(limit));
+            }
+            let limit = self.policy.max_messages_per_priority;
+            for (p, &n) in per_priority.iter().enumerate() {
+                if limit > 0 && n > 0 && self.ready[p].len() as u64 + n > limit {
+                    return Err(EnqueueError::Full(Limit::PriorityMessages {
+                        priority: p as u8,
+                        limit,
+                    }));
+                }
             }
         }
         Ok(())
@@ -448,6 +469,28 @@ impl QueueState {
         if let Some(key) = &msg.idempotency_key {
             if self.is_duplicate(key, now_ms) {
                 return Ok(None);
+            }
+        }
+        let level = msg.priority.min(MAX_PRIORITY) as usize;
+        let per_level = self.policy.max_messages_per_priority;
+        if per_level > 0 && self.ready[level].len() as u64 >= per_level {
+            if self.policy.overflow != Overflow::DropOldest {
+                return Err(EnqueueError::Full(Limit::PriorityMessages {
+                    priority: level as u8,
+                    limit: per_level,
+                }));
+            }
+            while self.ready[level].len() as u64 >= per_level {
+                let Some(oldest) = self.ready[level].pop_front() else {
+                    break;
+                };
+                self.unlink_ready(&oldest);
+                self.counters.dropped += 1;
+                fx.removed.push(oldest.seq);
+                fx.dead.push(DeadLetter {
+                    entry: oldest,
+                    reason: DeadReason::Overflow,
+                });
             }
         }
         if self.policy.overflow == Overflow::DropOldest {
@@ -1478,5 +1521,47 @@ mod tests {
         };
         q.add_consumer(spec, 0, &mut fx);
         assert_eq!(bodies(&fx), ["x"]);
+    }
+
+    #[test]
+    fn a_per_priority_limit_rejects_or_drops_within_that_priority_only() {
+        let mut p = policy();
+        p.max_messages_per_priority = 2;
+        let mut q = QueueState::new(p.clone());
+        let mut fx = Effects::default();
+        q.enqueue(msg("a", 9, None), 0, &mut fx).unwrap();
+        q.enqueue(msg("b", 9, None), 0, &mut fx).unwrap();
+        assert_eq!(
+            q.enqueue(msg("c", 9, None), 0, &mut fx).unwrap_err(),
+            EnqueueError::Full(Limit::PriorityMessages {
+                priority: 9,
+                limit: 2
+            })
+        );
+        assert_eq!(q.depth(), 2, "the refused message is not stored");
+        q.enqueue(msg("d", 4, None), 0, &mut fx).unwrap();
+        let mut batch = [0u64; LEVELS];
+        batch[9] = 1;
+        assert!(q.admit_batch(1, 1, &batch).is_err());
+        let mut batch = [0u64; LEVELS];
+        batch[4] = 1;
+        assert!(q.admit_batch(1, 1, &batch).is_ok());
+        // In flight does not count: delivering one makes room at its priority.
+        q.add_consumer(ConsumerSpec::new(1, 1), 0, &mut fx);
+        q.enqueue(msg("e", 9, None), 0, &mut fx).unwrap();
+
+        p.overflow = Overflow::DropOldest;
+        let mut q = QueueState::new(p);
+        let mut fx = Effects::default();
+        for b in ["a", "b", "c"] {
+            q.enqueue(msg(b, 9, None), 0, &mut fx).unwrap();
+        }
+        q.enqueue(msg("low", 0, None), 0, &mut fx).unwrap();
+        assert_eq!(fx.dead.len(), 1);
+        assert_eq!(fx.dead[0].reason, DeadReason::Overflow);
+        assert_eq!(&fx.dead[0].entry.msg.as_ref().unwrap().body[..], b"a");
+        let mut fx = Effects::default();
+        q.add_consumer(ConsumerSpec::new(1, 10), 0, &mut fx);
+        assert_eq!(bodies(&fx), ["b", "c", "low"]);
     }
 }
