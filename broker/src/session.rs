@@ -66,6 +66,8 @@ pub enum SessionEvent {
     EndOfStream { consumer: ConsumerId },
     /// A SEND sent without a receipt could not be stored (reported by the journal writer).
     StoreFailed(Box<JournalError>),
+    /// The subscription's queue was closed to producers (or reopened) by an operator.
+    QueueClosed { consumer: ConsumerId, closed: bool },
 }
 
 /// A session's inbox. Unbounded as a channel, bounded by the credit each queue grants and the
@@ -301,6 +303,8 @@ struct Session {
     blocked: Option<Blocked>,
     /// Where the journal reports a failed fire-and-forget SEND: this session's own inbox.
     on_store_error: ErrorSink,
+    /// Queues this connection was told are near a limit (`quota-near`), until they drop below.
+    quota_warned: std::collections::HashSet<ByteStr>,
 }
 
 impl Session {
@@ -321,6 +325,7 @@ impl Session {
         });
         Session {
             on_store_error,
+            quota_warned: Default::default(),
             id,
             client_id: None,
             remove_durable_on_unsubscribe: None,
@@ -1115,7 +1120,12 @@ impl Session {
                         .map(|_| None)
                 };
                 match sent {
-                    Ok(commit) => Ok(commit),
+                    Ok(commit) => {
+                        if self.events_sub.is_some() {
+                            self.check_quota(&q);
+                        }
+                        Ok(commit)
+                    }
                     Err(EnqueueError::Full(_)) if q.overflow() == Overflow::Block => {
                         // `block`: this producer's socket is not read until there is room.
                         let timeout = q.policy().block_timeout;
@@ -1216,6 +1226,39 @@ impl Session {
                 )
             }
         }
+    }
+
+    /// After a SEND: tells the event channel once when the queue reaches 80% of a limit, and
+    /// again after it went below and back.
+    fn check_quota(&mut self, q: &Arc<Queue>) {
+        let Some((depth, max_messages, bytes, max_bytes)) = q.quota() else {
+            return;
+        };
+        let near = |v: u64, max: u64| max > 0 && v.saturating_mul(5) >= max.saturating_mul(4);
+        let dest = q.destination();
+        if !(near(depth, max_messages) || near(bytes, max_bytes)) {
+            self.quota_warned.remove(dest);
+            return;
+        }
+        if !self.quota_warned.insert(dest.clone()) {
+            return;
+        }
+        let (depth, max_messages, bytes, max_bytes) = (
+            depth.to_string(),
+            max_messages.to_string(),
+            bytes.to_string(),
+            max_bytes.to_string(),
+        );
+        self.emit_event(
+            "quota-near",
+            &[
+                ("queue", dest.as_str()),
+                ("depth", &depth),
+                ("max-messages", &max_messages),
+                ("bytes", &bytes),
+                ("max-bytes", &max_bytes),
+            ],
+        );
     }
 
     /// Gives back large, empty buffers of a connection that went quiet.
@@ -1773,6 +1816,24 @@ impl Session {
                         ("subscription-destination", destination.as_str()),
                         ("timed-out-message-id", message_id.as_str()),
                         ("timed-out-ack", ack.as_str()),
+                    ],
+                );
+            }
+            SessionEvent::QueueClosed { consumer, closed } => {
+                let Some(sub) = self.subs.get(&consumer) else {
+                    return;
+                };
+                let destination = sub.target.destination().clone();
+                let client_id = sub.client_id.clone();
+                self.emit_event(
+                    if closed {
+                        "queue-closed"
+                    } else {
+                        "queue-reopened"
+                    },
+                    &[
+                        ("event-subscription", client_id.as_str()),
+                        ("subscription-destination", destination.as_str()),
                     ],
                 );
             }

@@ -94,6 +94,16 @@ dead_letter = "per-priority-dlq"
 
 [queues.per-priority-dlq]
 
+[queues.quota]
+max_messages = 5
+
+[queues.evacuated]
+dead_letter = "evacuated-dlq"
+
+[queues.evacuated-dlq]
+
+[queues.no-dlq]
+
 [queues.slow]
 ack_timeout_ms = 500
 
@@ -1325,4 +1335,114 @@ fn dead_letters_move_back_to_their_queue_through_the_admin_api_and_the_cli() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"moved\":2"));
+}
+
+fn admin_broker() -> (Broker, SocketAddr) {
+    let broker = Broker::builder()
+        .config(config_with(QUEUES))
+        .arg("--admin-listen")
+        .arg("127.0.0.1:0")
+        .start();
+    let admin = admin_addr(&broker);
+    (broker, admin)
+}
+
+#[test]
+fn subscribers_learn_on_sys_events_that_their_queue_was_closed_and_reopened() {
+    let (broker, admin) = admin_broker();
+    let mut c = Client::connect_v12(broker.addr());
+    c.subscribe_sync("ev", "/sys/events", "auto");
+    c.subscribe_sync("work", "/queue/watched", "client-individual");
+    let (status, _) = http(admin, "POST", "/api/queues/watched/close");
+    assert_eq!(status, 200);
+    // The event, and (the queue being empty) the end-of-stream marker on the subscription.
+    let (mut event, mut eos) = (None, None);
+    while event.is_none() || eos.is_none() {
+        let f = c.expect(Command::Message, TIMEOUT);
+        if f.get("destination") == Some("/sys/events") {
+            event = Some(f);
+        } else {
+            eos = Some(f);
+        }
+    }
+    let (event, eos) = (event.unwrap(), eos.unwrap());
+    assert_eq!(header(&event, "event"), "queue-closed");
+    assert_eq!(header(&event, "subscription"), "ev");
+    assert_eq!(header(&event, "event-subscription"), "work");
+    assert_eq!(header(&event, "subscription-destination"), "/queue/watched");
+    assert_end_of_stream(&eos, "/queue/watched", "work");
+    let (status, _) = http(admin, "POST", "/api/queues/watched/reopen");
+    assert_eq!(status, 200);
+    let f = loop {
+        let f = c.expect(Command::Message, TIMEOUT);
+        if f.get("destination") == Some("/sys/events") {
+            break f;
+        }
+    };
+    assert_eq!(header(&f, "event"), "queue-reopened");
+    // The connection is still usable.
+    c.send_to_sync("/queue/watched", b"after", &[]);
+}
+
+#[test]
+fn a_producer_is_told_once_on_sys_events_when_a_queue_nears_its_limit() {
+    let broker = broker();
+    let mut p = Client::connect_v12(broker.addr());
+    p.subscribe_sync("ev", "/sys/events", "auto");
+    for i in 0..3 {
+        p.send_to_sync("/queue/quota", format!("m{i}").as_bytes(), &[]);
+    }
+    p.expect_nothing(QUIET);
+    p.send_to_sync("/queue/quota", b"m3", &[]);
+    let e = p.expect(Command::Message, TIMEOUT);
+    assert_eq!(header(&e, "event"), "quota-near", "{}", describe(&e));
+    assert_eq!(header(&e, "queue"), "/queue/quota");
+    assert_eq!(header(&e, "depth"), "4");
+    assert_eq!(header(&e, "max-messages"), "5");
+    p.send_to_sync("/queue/quota", b"m4", &[]);
+    p.expect_nothing(QUIET);
+    // Without an events subscription nobody is told and nothing changes for the producer.
+    let mut other = Client::connect_v12(broker.addr());
+    let mut c = Client::connect_v12(broker.addr());
+    c.subscribe("s", "/queue/quota", "auto");
+    assert_eq!(c.recv_messages(5, TIMEOUT).len(), 5);
+    other.send_to_sync("/queue/quota", b"x", &[]);
+}
+
+#[test]
+fn closing_a_queue_with_dead_letter_moves_its_messages_with_reason_queue_closed() {
+    let (broker, admin) = admin_broker();
+    let mut p = Client::connect_v12(broker.addr());
+    for b in ["a", "b", "c"] {
+        p.send_to_sync("/queue/evacuated", b.as_bytes(), &[]);
+    }
+    let (status, body) = http(
+        admin,
+        "POST",
+        "/api/queues/evacuated/close?dead_letter=true",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"dead_lettered\":3"), "{body}");
+    let mut c = Client::connect_v12(broker.addr());
+    c.subscribe("dlq", "/queue/evacuated-dlq", "auto");
+    let moved = c.recv_messages(3, TIMEOUT);
+    assert_eq!(bodies(&moved), vec!["a", "b", "c"]);
+    for d in &moved {
+        check_dead_letter(d, "/queue/evacuated", "queue-closed");
+    }
+    expect_error_with_receipt(
+        &mut p,
+        send_frame("/queue/evacuated", b"late", &[]),
+        "queue-closed",
+        "r-late",
+    );
+    // A queue without a dead-letter queue is not emptied by mistake.
+    let mut p = Client::connect_v12(broker.addr());
+    p.send_to_sync("/queue/no-dlq", b"keep", &[]);
+    let (status, body) = http(admin, "POST", "/api/queues/no-dlq/close?dead_letter=true");
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("no-dead-letter-queue"), "{body}");
+    let mut c = Client::connect_v12(broker.addr());
+    c.subscribe("s", "/queue/no-dlq", "auto");
+    assert_eq!(bodies(&c.recv_messages(1, TIMEOUT)), vec!["keep"]);
 }

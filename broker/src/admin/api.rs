@@ -315,8 +315,37 @@ pub fn purge(broker: &Broker, segment: &str) -> ApiResult {
     ))
 }
 
-pub async fn set_closed(broker: &Broker, segment: &str, closed: bool) -> ApiResult {
+pub async fn set_closed(
+    broker: &Broker,
+    segment: &str,
+    closed: bool,
+    query: Option<&str>,
+) -> ApiResult {
     let q = find_queue(broker, segment)?;
+    let evacuate = closed
+        && super::routes::query_param(query, "dead_letter")
+            .is_some_and(|v| v == "true" || v.is_empty());
+    if evacuate {
+        if q.policy().dead_letter.is_none() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "no-dead-letter-queue",
+                format!(
+                    "queue {} has no dead_letter queue to move its messages to",
+                    q.destination()
+                ),
+            ));
+        }
+        let (moved, commit) = q.close_and_dead_letter(broker);
+        if let Some(commit) = commit {
+            commit.await.map_err(journal_error)?;
+        }
+        return Ok(Reply::ok(&json!({
+            "destination": q.destination().as_str(),
+            "closed": true,
+            "dead_lettered": moved,
+        })));
+    }
     if let Some(commit) = q.set_closed(closed) {
         commit.await.map_err(journal_error)?;
     }

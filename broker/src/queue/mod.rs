@@ -326,6 +326,9 @@ impl Queue {
     /// Closes the queue to producers (or reopens it); remembered across restarts.
     pub fn set_closed(&self, closed: bool) -> Option<Commit> {
         let mut g = self.lock();
+        if g.inner.state.is_closed() != closed {
+            g.notify_closed(closed);
+        }
         g.inner.state.set_closed(closed);
         if !closed {
             g.inner.eos_sent = false;
@@ -336,6 +339,36 @@ impl Queue {
         };
         let (commit, _) = g.finish(vec![record]);
         commit
+    }
+
+    /// Closes the queue and moves its ready and delayed messages to its dead-letter queue with
+    /// reason `queue-closed`. Returns how many were moved.
+    pub fn close_and_dead_letter(&self, host: &dyn QueueHost) -> (u64, Option<Commit>) {
+        let mut g = self.lock();
+        g.inner.state.set_closed(true);
+        let n = g.inner.state.evacuate(&mut g.fx);
+        g.notify_closed(true);
+        let record = Record::QueueClosed {
+            queue: self.name.clone(),
+            closed: true,
+        };
+        let (commit, dead) = g.finish(vec![record]);
+        self.after(host, dead);
+        (n, commit)
+    }
+
+    /// Depth, message limit, bytes and byte limit, when the queue has a limit.
+    pub fn quota(&self) -> Option<(u64, u64, u64, u64)> {
+        let inner = self.inner.lock();
+        let p = inner.state.policy();
+        (p.max_messages > 0 || p.max_bytes > 0).then(|| {
+            (
+                inner.state.depth(),
+                p.max_messages,
+                inner.state.bytes(),
+                p.max_bytes,
+            )
+        })
     }
 
     pub fn is_closed(&self) -> bool {
@@ -517,6 +550,16 @@ impl QueueGuard<'_> {
                 queue: name.clone(),
                 seq,
                 count,
+            });
+        }
+    }
+
+    /// Tells every consumer the queue was closed or reopened (an event on `/sys/events`).
+    fn notify_closed(&self, closed: bool) {
+        for (consumer, sink) in &self.inner.sinks {
+            let _ = sink.send(SessionEvent::QueueClosed {
+                consumer: *consumer,
+                closed,
             });
         }
     }

@@ -89,6 +89,8 @@ pub enum DeadReason {
     Expired,
     MaxRedeliveries,
     Overflow,
+    /// Moved out by an operator closing the queue with `dead_letter=true`.
+    QueueClosed,
 }
 
 impl DeadReason {
@@ -98,6 +100,7 @@ impl DeadReason {
             DeadReason::Expired => "expired",
             DeadReason::MaxRedeliveries => "max-redeliveries",
             DeadReason::Overflow => "overflow",
+            DeadReason::QueueClosed => "queue-closed",
         }
     }
 }
@@ -778,6 +781,26 @@ impl QueueState {
             }
             None => false,
         }
+    }
+
+    /// Dead-letters every ready and delayed message with reason `queue-closed` (in-flight ones
+    /// stay with their consumers). Returns how many.
+    pub fn evacuate(&mut self, fx: &mut Effects) -> u64 {
+        let mut n = 0;
+        for p in (0..LEVELS).rev() {
+            while let Some(entry) = self.ready[p].pop_front() {
+                self.unlink_ready(&entry);
+                self.dead_letter(entry, DeadReason::QueueClosed, fx);
+                n += 1;
+            }
+        }
+        for (_, entry) in std::mem::take(&mut self.delayed) {
+            self.dead_letter(entry, DeadReason::QueueClosed, fx);
+            n += 1;
+        }
+        self.delayed_bytes = 0;
+        self.paged_bytes = 0;
+        n
     }
 
     /// Removes every ready message; in-flight ones stay with their consumers.
