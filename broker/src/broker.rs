@@ -221,6 +221,7 @@ impl Broker {
                     .clone();
                 let q = self.durable_queue(&topic, key);
                 let n = rq.messages.len() + rq.paged.len();
+                q.restore_keys(rq.keys);
                 q.restore(rq.messages, rq.paged, false, rq.next_seq);
                 tracing::info!(topic = %topic.destination(), subscription = key, messages = n, "durable subscription recovered");
                 continue;
@@ -280,6 +281,7 @@ impl Broker {
                 }
             }
             let n = rq.messages.len() + rq.paged.len();
+            queue.restore_keys(rq.keys);
             queue.restore(rq.messages, rq.paged, rq.closed, rq.next_seq);
             if n > 0 {
                 tracing::info!(queue = name, messages = n, "queue recovered");

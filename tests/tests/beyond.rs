@@ -1446,3 +1446,39 @@ fn closing_a_queue_with_dead_letter_moves_its_messages_with_reason_queue_closed(
     c.subscribe("s", "/queue/no-dlq", "auto");
     assert_eq!(bodies(&c.recv_messages(1, TIMEOUT)), vec!["keep"]);
 }
+
+#[test]
+fn an_acknowledged_message_s_idempotency_key_still_suppresses_a_duplicate_after_kill_9() {
+    let mut broker = broker();
+    {
+        let mut p = Client::connect_v12(broker.addr());
+        p.send_to_sync(
+            "/queue/dedup-durable",
+            b"first",
+            &[("idempotency-key", "a1")],
+        );
+        let mut c = Client::connect_v12(broker.addr());
+        c.subscribe_sync("s", "/queue/dedup-durable", "client-individual");
+        let m = c.expect(Command::Message, TIMEOUT);
+        assert_eq!(body(&m), "first");
+        c.send_with_receipt(ack_frame(&m));
+    }
+    broker.kill9();
+    broker.restart();
+    let mut p = Client::connect_v12(broker.addr());
+    // Receipted (the producer's retry succeeds) but not enqueued again.
+    p.send_to_sync(
+        "/queue/dedup-durable",
+        b"retry",
+        &[("idempotency-key", "a1")],
+    );
+    p.send_to_sync(
+        "/queue/dedup-durable",
+        b"other",
+        &[("idempotency-key", "a2")],
+    );
+    let mut c = Client::connect_v12(broker.addr());
+    c.subscribe("s", "/queue/dedup-durable", "auto");
+    assert_eq!(bodies(&c.recv_messages(1, TIMEOUT)), vec!["other"]);
+    c.expect_nothing(QUIET);
+}

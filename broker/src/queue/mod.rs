@@ -379,6 +379,14 @@ impl Queue {
         self.inner.lock().state.set_policy(policy);
     }
 
+    /// Puts back the idempotency keys the journal remembered (before [`Queue::restore`]).
+    pub fn restore_keys(&self, keys: Vec<(ByteStr, u64)>) {
+        let mut inner = self.inner.lock();
+        for (key, at) in keys {
+            inner.state.restore_key(key, at);
+        }
+    }
+
     /// Puts back messages recovered from the journal (start-up only: no consumers yet):
     /// `messages` in memory, `paged` left on disk; both sorted by seq.
     pub fn restore(

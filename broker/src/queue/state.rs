@@ -559,6 +559,12 @@ impl QueueState {
         self.insert_ready(entry);
     }
 
+    /// Remembers an idempotency key recovered from the journal (oldest first), acknowledged
+    /// messages' keys included, so duplicate suppression survives a restart.
+    pub fn restore_key(&mut self, key: ByteStr, at_ms: u64) {
+        self.remember_key(key, at_ms);
+    }
+
     /// Raises the next seq, so seqs never repeat across restarts even when the queue was empty.
     pub fn restore_next_seq(&mut self, next_seq: u64) {
         self.next_seq = self.next_seq.max(next_seq);

@@ -18,7 +18,10 @@
 //!             2 <= len <= 2^30, anything else is corrupt)
 //! payload  = version u8 (= 1) | kind u8 | body
 //!   kind 1 = batch:    count u32 | record*count       (one append() = one batch entry)
-//!   kind 2 = snapshot: count u32 | (name str | flags u8 (bit0 created, bit1 closed) | next_seq u64)*count
+//!   kind 2 = snapshot: count u32 | (name str | flags u8 (bit0 created, bit1 closed, bit2 keys)
+//!                      | next_seq u64 [| key_count u32 | (key str | enqueued_at_ms u64)*key_count])*count
+//!            (keys: the queue's latest idempotency keys, acknowledged messages' included, at most
+//!             10,000, oldest first; a stompd that predates bit2 skips such a snapshot as corrupt)
 //! record   = tag u8 | queue str | fields
 //!   1 Enqueue      seq u64 | priority u8 | timestamp_ms u64 | has_expiry u8 [expires_at_ms u64]
 //!                  | redelivery_count u32 | has_key u8 [idempotency_key str]
@@ -44,7 +47,9 @@
 //!   message that is not there.
 //! - `QueueClosed` / `QueueCreated` make the queue known and set its flag; `QueueDeleted`
 //!   forgets the queue and all its messages.
-//! - A snapshot sets `created`/`closed` of every queue it lists and raises `next_seq`.
+//! - A snapshot sets `created`/`closed` of every queue it lists, raises `next_seq` and, when it
+//!   carries keys, replaces the queue's remembered idempotency keys with them; an `Enqueue`
+//!   with a key and a seq not below `next_seq` (not a compaction copy) appends its key.
 //!
 //! # Invariants
 //!
@@ -120,6 +125,7 @@ use crate::storage::segment;
 use crate::storage::state::{Index, ReplayMsg, State};
 pub use crate::storage::writer::ErrorSink;
 use crate::storage::writer::{Cmd, Done, Faults, Head, Pending, Writer};
+use stompd_protocol::ByteStr;
 
 /// When a commit counts as durable. See the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +220,9 @@ pub struct RecoveredQueue {
     pub messages: Vec<StoredMessage>,
     /// Unacked messages left on disk (the memory budget was used up), sorted by seq.
     pub paged: Vec<PagedMessage>,
+    /// Idempotency keys of the latest enqueues, acknowledged ones included, oldest first, with
+    /// their enqueue times: the queue's duplicate window is rebuilt from them.
+    pub keys: Vec<(ByteStr, u64)>,
     pub closed: bool,
     /// A `QueueCreated` record was seen (and no `QueueDeleted` after it).
     pub created: bool,
@@ -434,6 +443,7 @@ impl Journal {
                 RecoveredQueue {
                     messages,
                     paged,
+                    keys: q.keys.iter().cloned().collect(),
                     closed: q.closed,
                     created: q.created,
                     next_seq: q.next_seq,
@@ -446,6 +456,7 @@ impl Journal {
                     closed: q.closed,
                     next_seq: q.next_seq,
                     msgs: locs,
+                    keys: q.keys,
                 },
             );
         }
@@ -801,6 +812,22 @@ mod tests {
         }
     }
 
+    /// Without an idempotency key: the compaction tests use tiny segments, where a snapshot
+    /// carrying remembered keys would outweigh what compaction frees.
+    fn plain(seq: u64, body: &str) -> StoredMessage {
+        StoredMessage {
+            idempotency_key: None,
+            ..msg(seq, body)
+        }
+    }
+
+    fn enq_plain(queue: &str, seq: u64) -> Record {
+        Record::Enqueue {
+            queue: queue.into(),
+            msg: plain(seq, &format!("body of {queue} {seq}")),
+        }
+    }
+
     fn enq(queue: &str, seq: u64) -> Record {
         Record::Enqueue {
             queue: queue.into(),
@@ -1115,7 +1142,7 @@ mod tests {
         let (j, _) = Journal::open(o.clone()).unwrap();
         append(&j, vec![Record::QueueCreated { queue: "a".into() }]);
         for seq in 0..200 {
-            append(&j, vec![enq("a", seq)]);
+            append(&j, vec![enq_plain("a", seq)]);
         }
         append(
             &j,
@@ -1158,7 +1185,7 @@ mod tests {
         let want: Vec<u64> = (0..200).filter(|s| s % 20 == 0).collect();
         assert_eq!(seqs(&r, "a"), want);
         for m in &a.messages {
-            let mut expected = msg(m.seq, &format!("body of a {}", m.seq));
+            let mut expected = plain(m.seq, &format!("body of a {}", m.seq));
             if [0, 40, 180].contains(&m.seq) {
                 expected.redelivery_count = m.seq as u32 + 1;
             }
@@ -1309,12 +1336,12 @@ mod tests {
         o.segment_bytes = 2048;
         let (j, _) = Journal::open(o).unwrap();
         for seq in 0..200 {
-            append(&j, vec![enq("a", seq)]);
+            append(&j, vec![enq_plain("a", seq)]);
         }
         for seq in [0, 99, 199] {
             assert_eq!(
                 j.read_message("a", seq).unwrap(),
-                msg(seq, &format!("body of a {seq}"))
+                plain(seq, &format!("body of a {seq}"))
             );
         }
         assert!(matches!(
@@ -1347,7 +1374,7 @@ mod tests {
             "the first segment was compacted away"
         );
         for seq in (0..200).step_by(20) {
-            let mut want = msg(seq, &format!("body of a {seq}"));
+            let mut want = plain(seq, &format!("body of a {seq}"));
             if seq == 40 {
                 want.redelivery_count = 3;
             }
@@ -1396,6 +1423,41 @@ mod tests {
             let mut back = m;
             back.redelivery_count = p.redelivery_count;
             assert_eq!(j.read_message("a", p.seq).unwrap(), back);
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_outlive_their_acknowledged_messages_and_deleted_segments() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut o = opts(tmp.path());
+        o.segment_bytes = 1024;
+        let (j, _) = Journal::open(o.clone()).unwrap();
+        for seq in 0..90 {
+            append(&j, vec![enq("a", seq)]);
+        }
+        let first = segment_files(tmp.path());
+        assert!(first.len() > 2, "{first:?}");
+        for seq in 0..90 {
+            append(&j, vec![ack("a", seq)]);
+        }
+        let s = settle(&j);
+        assert_eq!(s.live_messages, 0);
+        assert!(
+            !first[0].exists(),
+            "the segments of the acked messages were deleted"
+        );
+        j.close().unwrap();
+        for _ in 0..2 {
+            // Twice: the second time, only the snapshots written since carry the keys.
+            let (j, r) = Journal::open(o.clone()).unwrap();
+            let a = &r.queues["a"];
+            assert!(a.messages.is_empty());
+            let want: Vec<(ByteStr, u64)> = (0..90)
+                .filter(|s: &u64| s.is_multiple_of(3))
+                .map(|s| (ByteStr::from(format!("k{s}")), 1000 + s))
+                .collect();
+            assert_eq!(a.keys, want);
+            j.close().unwrap();
         }
     }
 }

@@ -88,7 +88,14 @@ pub(crate) struct SnapshotQueue {
     pub created: bool,
     pub closed: bool,
     pub next_seq: u64,
+    /// The most recent idempotency keys enqueued to the queue, oldest first, with their
+    /// enqueue times (epoch ms): duplicate suppression survives the deletion of the segments
+    /// that held their enqueue records.
+    pub keys: Vec<(ByteStr, u64)>,
 }
+
+/// Snapshot flag: a key list follows the queue's `next_seq`.
+const SNAPSHOT_HAS_KEYS: u8 = 4;
 
 /// A decoded entry payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,8 +247,20 @@ pub(crate) fn encode_snapshot(out: &mut Vec<u8>, queues: &[SnapshotQueue]) {
     put_len(out, queues.len());
     for q in queues {
         put_str(out, &q.name);
-        out.push(u8::from(q.created) | (u8::from(q.closed) << 1));
+        let has_keys = if q.keys.is_empty() {
+            0
+        } else {
+            SNAPSHOT_HAS_KEYS
+        };
+        out.push(u8::from(q.created) | (u8::from(q.closed) << 1) | has_keys);
         put_u64(out, q.next_seq);
+        if has_keys != 0 {
+            put_len(out, q.keys.len());
+            for (k, at) in &q.keys {
+                put_str(out, k);
+                put_u64(out, *at);
+            }
+        }
     }
 }
 
@@ -346,15 +365,25 @@ pub(crate) fn decode_payload(buf: &[u8]) -> Result<Payload, DecodeError> {
             for _ in 0..n {
                 let name = r.string()?;
                 let flags = r.u8()?;
-                if flags & !0b11 != 0 {
+                if flags & !0b111 != 0 {
                     return Err(DecodeError::Malformed("bad snapshot flags"));
                 }
                 let next_seq = r.u64()?;
+                let mut keys = Vec::new();
+                if flags & SNAPSHOT_HAS_KEYS != 0 {
+                    let (n, cap) = r.count()?;
+                    keys.reserve(cap);
+                    for _ in 0..n {
+                        let k = ByteStr::from(r.string()?);
+                        keys.push((k, r.u64()?));
+                    }
+                }
                 queues.push(SnapshotQueue {
                     name,
                     created: flags & 1 != 0,
                     closed: flags & 2 != 0,
                     next_seq,
+                    keys,
                 });
             }
             Payload::Snapshot(queues)
@@ -524,12 +553,14 @@ pub(crate) mod tests {
                 created: true,
                 closed: false,
                 next_seq: 5,
+                keys: vec![("k1".into(), 7), ("".into(), 0)],
             },
             SnapshotQueue {
                 name: "b".into(),
                 created: false,
                 closed: true,
                 next_seq: 0,
+                keys: vec![],
             },
         ];
         let mut out = Vec::new();

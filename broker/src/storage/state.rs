@@ -5,9 +5,11 @@
 //! `State<()>` (locations only, so memory does not grow with message sizes). Both apply records
 //! with the same code, so what recovery rebuilds is what the writer tracked.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
 use std::fs::File;
 use std::sync::Arc;
+use stompd_protocol::ByteStr;
 
 use crate::storage::record::{PagedMessage, Record, SnapshotQueue, StoredMessage};
 
@@ -100,7 +102,13 @@ pub(crate) struct QueueState<M> {
     pub closed: bool,
     pub next_seq: u64,
     pub msgs: BTreeMap<u64, Live<M>>,
+    /// Idempotency keys of the latest enqueues (acked or not), oldest first, at most
+    /// [`KEYS_REMEMBERED`]: carried by every segment's snapshot.
+    pub keys: VecDeque<(ByteStr, u64)>,
 }
+
+/// Idempotency keys the journal remembers per queue across restarts.
+pub(crate) const KEYS_REMEMBERED: usize = 10_000;
 
 impl<M> Default for QueueState<M> {
     fn default() -> Self {
@@ -109,6 +117,7 @@ impl<M> Default for QueueState<M> {
             closed: false,
             next_seq: 0,
             msgs: BTreeMap::new(),
+            keys: VecDeque::new(),
         }
     }
 }
@@ -177,7 +186,11 @@ impl<M: Tracked> State<M> {
         match rec {
             Record::Enqueue { queue, msg } => {
                 let q = self.queues.entry(queue).or_default();
+                let key = msg.idempotency_key.clone().map(|k| (k, msg.timestamp_ms));
                 let seq = msg.seq;
+                // Seqs of a queue only grow in the journal: a lower one is a compaction copy of
+                // a message whose key is already remembered.
+                let is_new = seq >= q.next_seq;
                 q.next_seq = q.next_seq.max(seq.saturating_add(1));
                 let loc = MsgLoc {
                     segment,
@@ -194,9 +207,21 @@ impl<M: Tracked> State<M> {
                 }
                 self.resident += msg.resident();
                 let live = Live { loc, msg };
-                if let Some(old) = q.msgs.insert(seq, live) {
-                    self.resident = self.resident.saturating_sub(old.msg.resident());
-                    remove_live(&mut self.segments, &mut self.live_total, &old.loc);
+                match q.msgs.insert(seq, live) {
+                    Some(old) => {
+                        // A compaction copy replacing its original.
+                        self.resident = self.resident.saturating_sub(old.msg.resident());
+                        remove_live(&mut self.segments, &mut self.live_total, &old.loc);
+                    }
+                    None if is_new => {
+                        if let Some(key) = key {
+                            if q.keys.len() >= KEYS_REMEMBERED {
+                                q.keys.pop_front();
+                            }
+                            q.keys.push_back(key);
+                        }
+                    }
+                    None => {}
                 }
             }
             Record::Ack { queue, seq } => {
@@ -244,6 +269,10 @@ impl<M: Tracked> State<M> {
             q.created = s.created;
             q.closed = s.closed;
             q.next_seq = q.next_seq.max(s.next_seq);
+            // The snapshot holds every key remembered when its segment began.
+            if !s.keys.is_empty() {
+                q.keys = s.keys.into();
+            }
         }
     }
 
@@ -256,6 +285,7 @@ impl<M: Tracked> State<M> {
                 created: q.created,
                 closed: q.closed,
                 next_seq: q.next_seq,
+                keys: q.keys.iter().cloned().collect(),
             })
             .collect()
     }
