@@ -123,7 +123,38 @@ impl Broker {
         if let Some(recovered) = recovered {
             broker.restore(recovered, after_crash);
         }
+        if let Some(journal) = &broker.journal {
+            let weak = Arc::downgrade(&broker);
+            journal.on_failed_batch(Arc::new(move |records| {
+                if let Some(b) = weak.upgrade() {
+                    b.discard_unstored(records);
+                }
+            }));
+        }
         broker
+    }
+
+    /// Takes back messages whose journal write failed (disk full): their SENDs get an ERROR,
+    /// so they must not be delivered. One already handed to a consumer stays with it.
+    fn discard_unstored(&self, records: &[crate::storage::Record]) {
+        for r in records {
+            let crate::storage::Record::Enqueue { queue, msg } = r else {
+                continue;
+            };
+            let dest = match queue.strip_prefix(DURABLE_PREFIX) {
+                Some(rest) => format!("{DURABLE_DEST_PREFIX}{rest}"),
+                None => format!("{QUEUE_PREFIX}{queue}"),
+            };
+            if let Some(q) = self.queue(&dest) {
+                let removed = q.remove(self, msg.seq);
+                tracing::warn!(
+                    queue = %dest,
+                    seq = msg.seq,
+                    removed,
+                    "message not stored (journal write failed); taken back from the queue"
+                );
+            }
+        }
     }
 
     /// Sets how [`Broker::reload`] obtains the new configuration.
@@ -953,5 +984,50 @@ impl QueueHost for Broker {
                 tracing::warn!(queue = from.name(), dead_letter = dlq.name(), seq, error = %e, "dead letter refused; message dropped");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::writer::Faults;
+    use crate::storage::JournalOptions;
+    use std::sync::atomic::Ordering::SeqCst;
+
+    #[test]
+    fn a_message_whose_journal_write_failed_is_taken_back_from_its_queue() {
+        let tmp = tempfile::tempdir().unwrap();
+        let faults = Faults::default();
+        let (journal, recovered) =
+            Journal::open_with(JournalOptions::new(tmp.path()), faults.clone()).unwrap();
+        let mut config = Config::embedded();
+        config.storage.dir = tmp.path().to_path_buf();
+        let broker = Broker::with_storage(config, Some((journal.clone(), recovered)), false);
+        let q = broker
+            .create_queue("/queue/full", "full", &Principal::anonymous())
+            .unwrap();
+        assert!(q.is_persistent());
+        let msg = |body: &'static str| Message {
+            destination: q.destination().clone(),
+            headers: vec![],
+            body: bytes::Bytes::from_static(body.as_bytes()),
+            priority: 4,
+            timestamp_ms: 1,
+            expires_at_ms: None,
+            idempotency_key: None,
+        };
+        faults.0.fail_writes.store(1, SeqCst);
+        let (_, commit) = q.send(&*broker, msg("lost")).unwrap();
+        let err = commit.expect("persistent").wait().unwrap_err();
+        assert!(
+            matches!(err, crate::storage::JournalError::DiskFull { .. }),
+            "{err}"
+        );
+        // The hook ran before the waiter learned the error: the message is gone already.
+        assert_eq!(q.stats().depth, 0);
+        let (_, commit) = q.send(&*broker, msg("kept")).unwrap();
+        commit.unwrap().wait().unwrap();
+        let seen: Vec<_> = q.browse(10).iter().map(|d| d.msg.body.clone()).collect();
+        assert_eq!(seen, ["kept"]);
     }
 }

@@ -164,6 +164,9 @@ struct Subscription {
     shown: ByteStr,
     /// Durable topic subscription: its topic and key.
     durable: Option<(Arc<Topic>, String)>,
+    /// RabbitMQ's `auto-delete:true` on a durable subscription: removed (with its stored
+    /// messages) when its last subscriber leaves.
+    auto_delete: bool,
 }
 
 #[derive(Clone)]
@@ -1367,6 +1370,10 @@ impl Session {
                             .as_ref()
                             .map(|(t, _)| t.destination().clone())
                             .unwrap_or_else(|| ByteStr::from(destination)),
+                        auto_delete: durable.is_some()
+                            && frame
+                                .get("auto-delete")
+                                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
                         durable,
                     },
                 );
@@ -1395,6 +1402,7 @@ impl Session {
                         pending: Some(pending.clone()),
                         shown: t.destination().clone(),
                         durable: None,
+                        auto_delete: false,
                     },
                 );
                 self.subs_by_id.insert(id, consumer);
@@ -1489,8 +1497,13 @@ impl Session {
             return;
         };
         if let Some((topic, key)) = &sub.durable {
-            if self.remove_durable_on_unsubscribe.as_ref() == Some(&sub.client_id) {
-                self.remove_durable_on_unsubscribe = None;
+            let explicit = self.remove_durable_on_unsubscribe.as_ref() == Some(&sub.client_id);
+            let last_auto_delete = sub.auto_delete
+                && matches!(&sub.target, Target::Queue(q) if q.stats().consumers <= 1);
+            if explicit || last_auto_delete {
+                if explicit {
+                    self.remove_durable_on_unsubscribe = None;
+                }
                 // Detach first so the queue's unacked messages are not handed to anyone else.
                 if let Target::Queue(q) = &sub.target {
                     q.unsubscribe(&*self.broker, consumer);

@@ -123,8 +123,8 @@ use tokio::sync::oneshot;
 use crate::storage::record::{self, DecodeError, PagedMessage, Payload, Record, StoredMessage};
 use crate::storage::segment;
 use crate::storage::state::{Index, ReplayMsg, State};
-pub use crate::storage::writer::ErrorSink;
 use crate::storage::writer::{Cmd, Done, Faults, Head, Pending, Writer};
+pub use crate::storage::writer::{ErrorSink, FailureHook};
 use stompd_protocol::ByteStr;
 
 /// When a commit counts as durable. See the module docs.
@@ -334,13 +334,21 @@ pub struct Journal {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     tx: mpsc::Sender<Cmd>,
     thread: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<StatsInner>,
     dir: PathBuf,
     index: Arc<Mutex<Index>>,
+    on_failure: Arc<std::sync::OnceLock<FailureHook>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Inner {
@@ -479,7 +487,16 @@ impl Journal {
             state: index,
             files: Default::default(),
         }));
-        let writer = Writer::new(opts, index.clone(), head, lock, stats.clone(), faults);
+        let on_failure = Arc::new(std::sync::OnceLock::new());
+        let writer = Writer::new(
+            opts,
+            index.clone(),
+            head,
+            lock,
+            stats.clone(),
+            faults,
+            on_failure.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name("stompd-journal".into())
             .spawn(move || writer.run(rx))
@@ -491,6 +508,7 @@ impl Journal {
                 stats,
                 dir,
                 index,
+                on_failure,
             }),
         };
         Ok((journal, recovered))
@@ -639,6 +657,12 @@ impl Journal {
             Some(q) => seqs.retain(|s| q.msgs.contains_key(s)),
             None => seqs.clear(),
         }
+    }
+
+    /// Installs the hook told the records of every batch that fails to be written, on the
+    /// writer thread, before the batch's waiters. Only the first call counts.
+    pub fn on_failed_batch(&self, hook: FailureHook) {
+        let _ = self.inner.on_failure.set(hook);
     }
 
     /// The data directory.

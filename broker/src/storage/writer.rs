@@ -87,6 +87,11 @@ pub(crate) enum Done {
 /// Told about the failure of an append made with [`crate::storage::Journal::append_reporting`].
 pub type ErrorSink = Arc<dyn Fn(&JournalError) + Send + Sync>;
 
+/// Told the records of every batch that could not be written (before its waiters are), so the
+/// owner can take back what it already made visible: a message whose SEND gets ERROR
+/// `disk-full` must not be delivered anyway. See [`crate::storage::Journal::on_failed_batch`].
+pub type FailureHook = Arc<dyn Fn(&[Record]) + Send + Sync>;
+
 impl Pending {
     fn complete(self, r: Result<(), JournalError>) {
         match (self.done, r) {
@@ -239,6 +244,7 @@ pub(crate) struct Writer {
     /// Holds the directory lock until the writer stops.
     _lock: File,
     faults: Faults,
+    on_failure: Arc<std::sync::OnceLock<FailureHook>>,
 }
 
 impl Writer {
@@ -249,6 +255,7 @@ impl Writer {
         lock: File,
         stats: Arc<StatsInner>,
         faults: Faults,
+        on_failure: Arc<std::sync::OnceLock<FailureHook>>,
     ) -> Writer {
         let writer = Writer {
             dir: opts.dir,
@@ -265,6 +272,7 @@ impl Writer {
             buf: Vec::new(),
             _lock: lock,
             faults,
+            on_failure,
         };
         writer.publish();
         writer
@@ -326,7 +334,7 @@ impl Writer {
                         self.commit_chunk(std::mem::take(&mut chunk));
                         chunk_bytes = 0;
                         if let Err(e) = self.roll() {
-                            p.complete(Err(e));
+                            self.fail(p, e);
                             continue;
                         }
                     }
@@ -435,11 +443,20 @@ impl Writer {
                 );
                 self.rollback(start);
                 for p in chunk {
-                    p.complete(Err(e.clone()));
+                    self.fail(p, e.clone());
                 }
                 false
             }
         }
+    }
+
+    /// A batch that will never be written: the owner takes back its effects, then its waiter
+    /// learns the error.
+    fn fail(&self, p: Pending, e: JournalError) {
+        if let Some(hook) = self.on_failure.get() {
+            hook(&p.records);
+        }
+        p.complete(Err(e));
     }
 
     fn write_head(&mut self) -> Result<(), JournalError> {
