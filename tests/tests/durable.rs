@@ -70,11 +70,12 @@ fn publish(broker: &Broker, topic: &str, bodies: &[&str]) {
     }
 }
 
-/// The three dialects: (CONNECT headers, SUBSCRIBE headers, UNSUBSCRIBE headers that remove).
-fn dialects() -> Vec<(
-    Vec<(&'static str, &'static str)>,
-    Vec<(&'static str, &'static str)>,
-)> {
+/// Header list of a frame.
+type Headers = Vec<(&'static str, &'static str)>;
+
+/// The three dialects: (CONNECT headers, SUBSCRIBE headers; the latter also remove it when sent
+/// with UNSUBSCRIBE).
+fn dialects() -> Vec<(Headers, Headers)> {
     vec![
         (
             vec![("accept-version", "1.2")],
