@@ -138,18 +138,20 @@ impl Broker {
     /// so they must not be delivered. One already handed to a consumer stays with it.
     fn discard_unstored(&self, records: &[crate::storage::Record]) {
         for r in records {
-            let crate::storage::Record::Enqueue { queue, msg } = r else {
-                continue;
+            let (queue, seq) = match r {
+                crate::storage::Record::Enqueue { queue, msg } => (queue, msg.seq),
+                crate::storage::Record::Send { queue, seq, .. } => (queue, *seq),
+                _ => continue,
             };
             let dest = match queue.strip_prefix(DURABLE_PREFIX) {
                 Some(rest) => format!("{DURABLE_DEST_PREFIX}{rest}"),
                 None => format!("{QUEUE_PREFIX}{queue}"),
             };
             if let Some(q) = self.queue(&dest) {
-                let removed = q.remove(self, msg.seq);
+                let removed = q.remove(self, seq);
                 tracing::warn!(
                     queue = %dest,
-                    seq = msg.seq,
+                    seq,
                     removed,
                     "message not stored (journal write failed); taken back from the queue"
                 );

@@ -26,7 +26,7 @@ const TRANSPORT_HEADERS: &[&str] = &[
     "redelivery-count",
 ];
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Message {
     /// Destination as the producer named it (`/queue/x`, `/topic/y`).
     pub destination: ByteStr,

@@ -487,9 +487,10 @@ impl QueueGuard<'_> {
             return Ok(None);
         };
         if let Some(msg) = stored {
-            records.push(Record::Enqueue {
+            records.push(Record::Send {
                 queue: self.queue.name.clone(),
-                msg: to_stored(seq, &msg, 0),
+                seq,
+                msg,
             });
         }
         Ok(Some(seq))
@@ -637,18 +638,6 @@ fn from_stored(destination: ByteStr, m: StoredMessage) -> Message {
     }
 }
 
-fn to_stored(seq: u64, msg: &Message, redeliveries: u32) -> StoredMessage {
-    StoredMessage {
-        seq,
-        priority: msg.priority,
-        timestamp_ms: msg.timestamp_ms,
-        expires_at_ms: msg.expires_at_ms,
-        redelivery_count: redeliveries,
-        idempotency_key: msg.idempotency_key.clone(),
-        headers: msg.headers.clone(),
-        body: msg.body.clone(),
-    }
-}
 
 #[cfg(test)]
 mod tests {

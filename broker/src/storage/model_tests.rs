@@ -109,6 +109,7 @@ impl Model {
                         q.keys.push((k.clone(), msg.timestamp_ms));
                     }
                 }
+                Record::Send { .. } => unreachable!("the model appends Enqueue records only"),
                 Record::Ack { queue, seq } => {
                     if let Some(q) = self.queues.get_mut(queue) {
                         q.msgs.remove(seq);

@@ -55,6 +55,14 @@ pub struct PagedMessage {
 pub enum Record {
     /// The message is stored in `queue` (replaces a message with the same `seq`, if any).
     Enqueue { queue: String, msg: StoredMessage },
+    /// A new message as a producer's SEND left it (redelivery count 0): encoded exactly like
+    /// `Enqueue`, which is what decoding gives back, but it shares the queue's message instead of
+    /// copying its headers (the append path of every persistent SEND).
+    Send {
+        queue: String,
+        seq: u64,
+        msg: crate::message::SharedMessage,
+    },
     /// The message `seq` of `queue` is gone for good (acked, expired, dropped, moved).
     Ack { queue: String, seq: u64 },
     /// The message's redelivery count is now `count` (absolute, not an increment).
@@ -72,6 +80,7 @@ impl Record {
     pub fn queue(&self) -> &str {
         match self {
             Record::Enqueue { queue, .. }
+            | Record::Send { queue, .. }
             | Record::Ack { queue, .. }
             | Record::Redelivered { queue, .. }
             | Record::QueueClosed { queue, .. }
@@ -169,6 +178,15 @@ pub(crate) fn estimate_batch(records: &[Record]) -> usize {
                                 .map(|(k, v)| 8 + k.len() + v.len())
                                 .sum::<usize>()
                     }
+                    Record::Send { msg, .. } => {
+                        48 + msg.body.len()
+                            + msg.idempotency_key.as_ref().map_or(0, ByteStr::len)
+                            + msg
+                                .headers
+                                .iter()
+                                .map(|(k, v)| 8 + k.len() + v.len())
+                                .sum::<usize>()
+                    }
                     _ => 0,
                 }
         })
@@ -205,6 +223,28 @@ fn encode_record(out: &mut Vec<u8>, r: &Record) {
                 }
             }
             put_u32(out, msg.redelivery_count);
+            put_opt_str(out, msg.idempotency_key.as_deref());
+            put_len(out, msg.headers.len());
+            for (k, v) in &msg.headers {
+                put_str(out, k);
+                put_str(out, v);
+            }
+            put_bytes(out, &msg.body);
+        }
+        Record::Send { queue, seq, msg } => {
+            out.push(TAG_ENQUEUE);
+            put_str(out, queue);
+            put_u64(out, *seq);
+            out.push(msg.priority);
+            put_u64(out, msg.timestamp_ms);
+            match msg.expires_at_ms {
+                None => out.push(0),
+                Some(t) => {
+                    out.push(1);
+                    put_u64(out, t);
+                }
+            }
+            put_u32(out, 0);
             put_opt_str(out, msg.idempotency_key.as_deref());
             put_len(out, msg.headers.len());
             for (k, v) in &msg.headers {
@@ -589,5 +629,47 @@ pub(crate) mod tests {
             decode_payload(&[FORMAT_VERSION, 77]),
             Err(DecodeError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_send_record_is_encoded_as_the_enqueue_it_decodes_to() {
+        let msg = std::sync::Arc::new(crate::message::Message {
+            destination: "/queue/q".into(),
+            headers: vec![("h".into(), "v:1".into()), ("h".into(), "dup".into())],
+            body: Bytes::from_static(b"body\0bytes"),
+            priority: 7,
+            timestamp_ms: 123,
+            expires_at_ms: Some(456),
+            idempotency_key: Some("key".into()),
+        });
+        let send = Record::Send {
+            queue: "q".into(),
+            seq: 9,
+            msg: msg.clone(),
+        };
+        let (mut out, mut sizes) = (Vec::new(), Vec::new());
+        encode_batch(&mut out, std::slice::from_ref(&send), &mut sizes);
+        let want = Record::Enqueue {
+            queue: "q".into(),
+            msg: StoredMessage {
+                seq: 9,
+                priority: 7,
+                timestamp_ms: 123,
+                expires_at_ms: Some(456),
+                redelivery_count: 0,
+                idempotency_key: Some("key".into()),
+                headers: msg.headers.clone(),
+                body: msg.body.clone(),
+            },
+        };
+        let (mut out2, mut sizes2) = (Vec::new(), Vec::new());
+        encode_batch(&mut out2, std::slice::from_ref(&want), &mut sizes2);
+        assert_eq!(out, out2, "same bytes on disk");
+        assert_eq!(sizes, sizes2);
+        match decode_payload(&out) {
+            Ok(Payload::Batch { records, .. }) => assert_eq!(records, vec![want]),
+            other => panic!("{other:?}"),
+        }
+        assert!(estimate_batch(&[send]) >= out.len());
     }
 }

@@ -11,6 +11,7 @@ use std::fs::File;
 use std::sync::Arc;
 use stompd_protocol::ByteStr;
 
+use crate::message::Message;
 use crate::storage::record::{PagedMessage, Record, SnapshotQueue, StoredMessage};
 
 /// Where a live message's (latest) enqueue record is stored.
@@ -25,9 +26,29 @@ pub(crate) struct MsgLoc {
     pub redelivery_count: u32,
 }
 
+/// Where a record sits: its entry and its encoded size.
+pub(crate) struct Loc {
+    pub segment: u64,
+    pub entry_offset: u64,
+    pub bytes: u32,
+}
+
 /// What a state keeps per message besides its location.
 pub(crate) trait Tracked: Sized {
     fn from_message(msg: StoredMessage) -> Self;
+    /// From a [`Record::Send`] (appends only, so only the writer's index sees one).
+    fn from_send(seq: u64, msg: &Message) -> Self {
+        Self::from_message(StoredMessage {
+            seq,
+            priority: msg.priority,
+            timestamp_ms: msg.timestamp_ms,
+            expires_at_ms: msg.expires_at_ms,
+            redelivery_count: 0,
+            idempotency_key: msg.idempotency_key.clone(),
+            headers: msg.headers.clone(),
+            body: msg.body.clone(),
+        })
+    }
     fn set_redelivery_count(&mut self, count: u32);
     /// Bytes of body this holds in memory (counted against the replay's memory budget).
     fn resident(&self) -> u64 {
@@ -40,6 +61,7 @@ pub(crate) trait Tracked: Sized {
 
 impl Tracked for () {
     fn from_message(_: StoredMessage) -> Self {}
+    fn from_send(_: u64, _: &Message) -> Self {}
     fn set_redelivery_count(&mut self, _: u32) {}
 }
 
@@ -184,45 +206,26 @@ impl<M: Tracked> State<M> {
     /// record's encoded size.
     pub fn apply(&mut self, rec: Record, segment: u64, entry_offset: u64, bytes: u32) {
         match rec {
-            Record::Enqueue { queue, msg } => {
-                let q = self.queues.entry(queue).or_default();
+            Record::Send { queue, seq, msg } => {
                 let key = msg.idempotency_key.clone().map(|k| (k, msg.timestamp_ms));
-                let seq = msg.seq;
-                // Seqs of a queue only grow in the journal: a lower one is a compaction copy of
-                // a message whose key is already remembered.
-                let is_new = seq >= q.next_seq;
-                q.next_seq = q.next_seq.max(seq.saturating_add(1));
-                let loc = MsgLoc {
+                let tracked = M::from_send(seq, &msg);
+                let at = Loc {
                     segment,
                     entry_offset,
                     bytes,
-                    redelivery_count: msg.redelivery_count,
                 };
-                add_live(&mut self.segments, &mut self.live_total, &loc);
-                let mut msg = M::from_message(msg);
-                // Replay order is roughly delivery order: the oldest messages stay in memory,
-                // the rest wait on disk until they are due.
-                if self.resident.saturating_add(msg.resident()) > self.budget {
-                    msg.page_out();
-                }
-                self.resident += msg.resident();
-                let live = Live { loc, msg };
-                match q.msgs.insert(seq, live) {
-                    Some(old) => {
-                        // A compaction copy replacing its original.
-                        self.resident = self.resident.saturating_sub(old.msg.resident());
-                        remove_live(&mut self.segments, &mut self.live_total, &old.loc);
-                    }
-                    None if is_new => {
-                        if let Some(key) = key {
-                            if q.keys.len() >= KEYS_REMEMBERED {
-                                q.keys.pop_front();
-                            }
-                            q.keys.push_back(key);
-                        }
-                    }
-                    None => {}
-                }
+                self.apply_enqueue(queue, seq, 0, key, tracked, at);
+            }
+            Record::Enqueue { queue, msg } => {
+                let key = msg.idempotency_key.clone().map(|k| (k, msg.timestamp_ms));
+                let (seq, redelivery_count) = (msg.seq, msg.redelivery_count);
+                let tracked = M::from_message(msg);
+                let at = Loc {
+                    segment,
+                    entry_offset,
+                    bytes,
+                };
+                self.apply_enqueue(queue, seq, redelivery_count, key, tracked, at);
             }
             Record::Ack { queue, seq } => {
                 if let Some(old) = self
@@ -258,6 +261,52 @@ impl<M: Tracked> State<M> {
                     }
                 }
             }
+        }
+    }
+
+    fn apply_enqueue(
+        &mut self,
+        queue: String,
+        seq: u64,
+        redelivery_count: u32,
+        key: Option<(ByteStr, u64)>,
+        mut msg: M,
+        at: Loc,
+    ) {
+        let q = self.queues.entry(queue).or_default();
+        // Seqs of a queue only grow in the journal: a lower one is a compaction copy of a
+        // message whose key is already remembered.
+        let is_new = seq >= q.next_seq;
+        q.next_seq = q.next_seq.max(seq.saturating_add(1));
+        let loc = MsgLoc {
+            segment: at.segment,
+            entry_offset: at.entry_offset,
+            bytes: at.bytes,
+            redelivery_count,
+        };
+        add_live(&mut self.segments, &mut self.live_total, &loc);
+        // Replay order is roughly delivery order: the oldest messages stay in memory, the rest
+        // wait on disk until they are due.
+        if self.resident.saturating_add(msg.resident()) > self.budget {
+            msg.page_out();
+        }
+        self.resident += msg.resident();
+        let live = Live { loc, msg };
+        match q.msgs.insert(seq, live) {
+            Some(old) => {
+                // A compaction copy replacing its original.
+                self.resident = self.resident.saturating_sub(old.msg.resident());
+                remove_live(&mut self.segments, &mut self.live_total, &old.loc);
+            }
+            None if is_new => {
+                if let Some(key) = key {
+                    if q.keys.len() >= KEYS_REMEMBERED {
+                        q.keys.pop_front();
+                    }
+                    q.keys.push_back(key);
+                }
+            }
+            None => {}
         }
     }
 
