@@ -404,7 +404,7 @@ impl Broker {
         drop(queues);
         if q.is_persistent() {
             if let Some(j) = &self.journal {
-                drop(j.append(vec![Record::QueueCreated { queue: name }]));
+                drop(j.append(vec![Record::QueueCreated { queue: name.into() }]));
             }
         }
         topic.attach_durable(key.to_owned(), q.clone());
@@ -481,7 +481,7 @@ impl Broker {
         if q.is_persistent() {
             if let Some(j) = &self.journal {
                 drop(j.append(vec![Record::QueueDeleted {
-                    queue: q.name().to_owned(),
+                    queue: q.name().into(),
                 }]));
             }
         }
@@ -661,9 +661,7 @@ impl Broker {
         drop(queues);
         if let Some(journal) = self.journal.as_ref().filter(|_| queue.is_persistent()) {
             // So an empty run-time queue is still listed after a restart; not awaited.
-            drop(journal.append(vec![Record::QueueCreated {
-                queue: name.to_owned(),
-            }]));
+            drop(journal.append(vec![Record::QueueCreated { queue: name.into() }]));
         }
         Ok(queue)
     }
@@ -758,9 +756,7 @@ impl Broker {
         queues.insert(destination, queue.clone());
         drop(queues);
         if let Some(journal) = self.journal.as_ref().filter(|_| queue.is_persistent()) {
-            drop(journal.append(vec![Record::QueueCreated {
-                queue: name.to_owned(),
-            }]));
+            drop(journal.append(vec![Record::QueueCreated { queue: name.into() }]));
         }
         Ok(queue)
     }
@@ -816,11 +812,7 @@ impl Broker {
             .journal
             .as_ref()
             .filter(|_| queue.is_persistent())
-            .map(|journal| {
-                journal.append(vec![Record::QueueDeleted {
-                    queue: name.to_owned(),
-                }])
-            });
+            .map(|journal| journal.append(vec![Record::QueueDeleted { queue: name.into() }]));
         tracing::info!(destination, "queue deleted");
         Ok((queue, commit))
     }

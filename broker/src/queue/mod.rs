@@ -40,7 +40,7 @@ pub trait QueueHost: Send + Sync {
 
 pub struct Queue {
     /// Name without prefix (`orders` for `/queue/orders`); the journal's key.
-    name: String,
+    name: crate::storage::QueueName,
     /// Full destination as clients name it.
     destination: ByteStr,
     /// Set for `/temp-queue/` queues: the session that owns it.
@@ -80,7 +80,7 @@ impl Queue {
             state.set_loader(loader(journal.clone(), name.clone(), destination.clone()));
         }
         Arc::new(Queue {
-            name,
+            name: name.into(),
             destination,
             owner,
             journal,
@@ -597,11 +597,11 @@ impl QueueGuard<'_> {
                     {
                         // The session ended between its last frame and its unsubscribe: the queue
                         // gets the message back when that unsubscribe arrives.
-                        tracing::debug!(queue = self.queue.name, "delivery to a closed session");
+                        tracing::debug!(queue = %self.queue.name, "delivery to a closed session");
                     }
                 }
                 None => tracing::warn!(
-                    queue = self.queue.name,
+                    queue = %self.queue.name,
                     consumer,
                     "delivery to an unknown consumer"
                 ),
@@ -637,7 +637,6 @@ fn from_stored(destination: ByteStr, m: StoredMessage) -> Message {
         idempotency_key: m.idempotency_key,
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -447,7 +447,7 @@ impl Journal {
                 }
             }
             recovered.queues.insert(
-                name.clone(),
+                name.to_string(),
                 RecoveredQueue {
                     messages,
                     paged,
@@ -629,7 +629,7 @@ impl Journal {
         if let Ok(Payload::Batch { records, .. }) = record::decode_payload(&payload) {
             for rec in records {
                 if let Record::Enqueue { queue: q, mut msg } = rec {
-                    if msg.seq == seq && q == queue {
+                    if msg.seq == seq && &*q == queue {
                         msg.redelivery_count = loc.redelivery_count;
                         return Ok(msg);
                     }

@@ -15,4 +15,4 @@ pub use journal::{
     Commit, ErrorSink, FsyncPolicy, Journal, JournalError, JournalOptions, JournalStats, Recovered,
     RecoveredQueue, RecoveryReport,
 };
-pub use record::{PagedMessage, Record, StoredMessage};
+pub use record::{PagedMessage, QueueName, Record, StoredMessage};

@@ -102,7 +102,7 @@ impl Model {
         for r in batch {
             match r {
                 Record::Enqueue { queue, msg } => {
-                    let q = self.queues.entry(queue.clone()).or_default();
+                    let q = self.queues.entry(queue.to_string()).or_default();
                     q.next_seq = q.next_seq.max(msg.seq + 1);
                     q.msgs.insert(msg.seq, msg.clone());
                     if let Some(k) = &msg.idempotency_key {
@@ -111,23 +111,27 @@ impl Model {
                 }
                 Record::Send { .. } => unreachable!("the model appends Enqueue records only"),
                 Record::Ack { queue, seq } => {
-                    if let Some(q) = self.queues.get_mut(queue) {
+                    if let Some(q) = self.queues.get_mut(&**queue) {
                         q.msgs.remove(seq);
                     }
                 }
                 Record::Redelivered { queue, seq, count } => {
-                    if let Some(m) = self.queues.get_mut(queue).and_then(|q| q.msgs.get_mut(seq)) {
+                    if let Some(m) = self
+                        .queues
+                        .get_mut(&**queue)
+                        .and_then(|q| q.msgs.get_mut(seq))
+                    {
                         m.redelivery_count = *count;
                     }
                 }
                 Record::QueueClosed { queue, closed } => {
-                    self.queues.entry(queue.clone()).or_default().closed = *closed;
+                    self.queues.entry(queue.to_string()).or_default().closed = *closed;
                 }
                 Record::QueueCreated { queue } => {
-                    self.queues.entry(queue.clone()).or_default().created = true;
+                    self.queues.entry(queue.to_string()).or_default().created = true;
                 }
                 Record::QueueDeleted { queue } => {
-                    self.queues.remove(queue);
+                    self.queues.remove(&**queue);
                 }
             }
         }

@@ -49,30 +49,40 @@ pub struct PagedMessage {
     pub size: u64,
 }
 
+/// A queue's name in records: shared, since every record of a busy queue carries it.
+pub type QueueName = std::sync::Arc<str>;
+
 /// One change to the state of the persistent queues. A batch of records passed to one
 /// [`Journal::append`](crate::storage::journal::Journal::append) is applied all-or-nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// The message is stored in `queue` (replaces a message with the same `seq`, if any).
-    Enqueue { queue: String, msg: StoredMessage },
+    Enqueue {
+        queue: QueueName,
+        msg: StoredMessage,
+    },
     /// A new message as a producer's SEND left it (redelivery count 0): encoded exactly like
     /// `Enqueue`, which is what decoding gives back, but it shares the queue's message instead of
     /// copying its headers (the append path of every persistent SEND).
     Send {
-        queue: String,
+        queue: QueueName,
         seq: u64,
         msg: crate::message::SharedMessage,
     },
     /// The message `seq` of `queue` is gone for good (acked, expired, dropped, moved).
-    Ack { queue: String, seq: u64 },
+    Ack { queue: QueueName, seq: u64 },
     /// The message's redelivery count is now `count` (absolute, not an increment).
-    Redelivered { queue: String, seq: u64, count: u32 },
+    Redelivered {
+        queue: QueueName,
+        seq: u64,
+        count: u32,
+    },
     /// The queue is closed to producers (`closed: true`) or reopened.
-    QueueClosed { queue: String, closed: bool },
+    QueueClosed { queue: QueueName, closed: bool },
     /// The queue was created at run time.
-    QueueCreated { queue: String },
+    QueueCreated { queue: QueueName },
     /// The queue and all its messages are gone.
-    QueueDeleted { queue: String },
+    QueueDeleted { queue: QueueName },
 }
 
 impl Record {
@@ -440,7 +450,7 @@ pub(crate) fn decode_payload(buf: &[u8]) -> Result<Payload, DecodeError> {
 
 fn decode_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
     let tag = r.u8()?;
-    let queue = r.string()?;
+    let queue: QueueName = r.string()?.into();
     Ok(match tag {
         TAG_ENQUEUE => {
             let seq = r.u64()?;

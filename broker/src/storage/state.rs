@@ -12,7 +12,7 @@ use std::sync::Arc;
 use stompd_protocol::ByteStr;
 
 use crate::message::Message;
-use crate::storage::record::{PagedMessage, Record, SnapshotQueue, StoredMessage};
+use crate::storage::record::{PagedMessage, QueueName, Record, SnapshotQueue, StoredMessage};
 
 /// Where a live message's (latest) enqueue record is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +157,7 @@ pub(crate) struct SegInfo {
 
 #[derive(Debug)]
 pub(crate) struct State<M> {
-    pub queues: BTreeMap<String, QueueState<M>>,
+    pub queues: BTreeMap<QueueName, QueueState<M>>,
     pub segments: BTreeMap<u64, SegInfo>,
     pub live_total: u64,
     /// Body bytes held in memory by live messages, and the most it may be before newly
@@ -230,7 +230,7 @@ impl<M: Tracked> State<M> {
             Record::Ack { queue, seq } => {
                 if let Some(old) = self
                     .queues
-                    .get_mut(&queue)
+                    .get_mut(&*queue)
                     .and_then(|q| q.msgs.remove(&seq))
                 {
                     self.resident = self.resident.saturating_sub(old.msg.resident());
@@ -240,7 +240,7 @@ impl<M: Tracked> State<M> {
             Record::Redelivered { queue, seq, count } => {
                 if let Some(live) = self
                     .queues
-                    .get_mut(&queue)
+                    .get_mut(&*queue)
                     .and_then(|q| q.msgs.get_mut(&seq))
                 {
                     live.loc.redelivery_count = count;
@@ -254,7 +254,7 @@ impl<M: Tracked> State<M> {
                 self.queues.entry(queue).or_default().created = true;
             }
             Record::QueueDeleted { queue } => {
-                if let Some(q) = self.queues.remove(&queue) {
+                if let Some(q) = self.queues.remove(&*queue) {
                     for live in q.msgs.values() {
                         self.resident = self.resident.saturating_sub(live.msg.resident());
                         remove_live(&mut self.segments, &mut self.live_total, &live.loc);
@@ -266,7 +266,7 @@ impl<M: Tracked> State<M> {
 
     fn apply_enqueue(
         &mut self,
-        queue: String,
+        queue: QueueName,
         seq: u64,
         redelivery_count: u32,
         key: Option<(ByteStr, u64)>,
@@ -314,7 +314,7 @@ impl<M: Tracked> State<M> {
     /// back), messages are untouched.
     pub fn apply_snapshot(&mut self, queues: Vec<SnapshotQueue>) {
         for s in queues {
-            let q = self.queues.entry(s.name).or_default();
+            let q = self.queues.entry(s.name.into()).or_default();
             q.created = s.created;
             q.closed = s.closed;
             q.next_seq = q.next_seq.max(s.next_seq);
@@ -330,7 +330,7 @@ impl<M: Tracked> State<M> {
         self.queues
             .iter()
             .map(|(name, q)| SnapshotQueue {
-                name: name.clone(),
+                name: name.to_string(),
                 created: q.created,
                 closed: q.closed,
                 next_seq: q.next_seq,
