@@ -11,6 +11,11 @@
 //! ACK record can never precede the ENQUEUE of the message it acknowledges. The append itself only
 //! encodes and hands the bytes to the journal's writer thread; callers await the returned
 //! [`Commit`] (for a RECEIPT) outside the lock.
+//!
+//! Memory: a persistent queue can drop the headers and bodies of ready messages from memory
+//! ([`Queue::page_out`], driven by the broker's `storage.memory_budget_bytes`); the state keeps
+//! what ordering, limits and expiry need, and reads a message back from the journal through its
+//! loader when it is due. Only messages the journal already holds are paged out.
 
 pub mod state;
 
