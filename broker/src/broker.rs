@@ -138,11 +138,10 @@ impl Broker {
     /// so they must not be delivered. One already handed to a consumer stays with it.
     fn discard_unstored(&self, records: &[crate::storage::Record]) {
         for r in records {
-            let (queue, seq) = match r {
-                crate::storage::Record::Enqueue { queue, msg } => (queue, msg.seq),
-                crate::storage::Record::Send { queue, seq, .. } => (queue, *seq),
-                _ => continue,
+            let Some(seq) = r.enqueued().map(|m| m.seq) else {
+                continue;
             };
+            let queue = r.queue();
             let dest = match queue.strip_prefix(DURABLE_PREFIX) {
                 Some(rest) => format!("{DURABLE_DEST_PREFIX}{rest}"),
                 None => format!("{QUEUE_PREFIX}{queue}"),

@@ -85,7 +85,46 @@ pub enum Record {
     QueueDeleted { queue: QueueName },
 }
 
+/// The message fields of an `Enqueue` or `Send` record, borrowed: both encode the same way.
+pub(crate) struct Enqueued<'a> {
+    pub seq: u64,
+    pub priority: u8,
+    pub timestamp_ms: u64,
+    pub expires_at_ms: Option<u64>,
+    pub redelivery_count: u32,
+    pub key: Option<&'a ByteStr>,
+    pub headers: &'a [(ByteStr, ByteStr)],
+    pub body: &'a Bytes,
+}
+
 impl Record {
+    /// The stored message of an `Enqueue` or `Send` record.
+    pub(crate) fn enqueued(&self) -> Option<Enqueued<'_>> {
+        match self {
+            Record::Enqueue { msg, .. } => Some(Enqueued {
+                seq: msg.seq,
+                priority: msg.priority,
+                timestamp_ms: msg.timestamp_ms,
+                expires_at_ms: msg.expires_at_ms,
+                redelivery_count: msg.redelivery_count,
+                key: msg.idempotency_key.as_ref(),
+                headers: &msg.headers,
+                body: &msg.body,
+            }),
+            Record::Send { seq, msg, .. } => Some(Enqueued {
+                seq: *seq,
+                priority: msg.priority,
+                timestamp_ms: msg.timestamp_ms,
+                expires_at_ms: msg.expires_at_ms,
+                redelivery_count: 0,
+                key: msg.idempotency_key.as_ref(),
+                headers: &msg.headers,
+                body: &msg.body,
+            }),
+            _ => None,
+        }
+    }
+
     /// The queue this record belongs to.
     pub fn queue(&self) -> &str {
         match self {
@@ -162,12 +201,12 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     put_bytes(out, s.as_bytes());
 }
 
-fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
+fn put_opt_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
         None => out.push(0),
-        Some(s) => {
+        Some(b) => {
             out.push(1);
-            put_str(out, s);
+            put_bytes(out, b);
         }
     }
 }
@@ -179,25 +218,14 @@ pub(crate) fn estimate_batch(records: &[Record]) -> usize {
         .map(|r| {
             32 + r.queue().len()
                 + match r {
-                    Record::Enqueue { msg, .. } => {
-                        48 + msg.body.len()
-                            + msg.idempotency_key.as_ref().map_or(0, ByteStr::len)
-                            + msg
-                                .headers
+                    _ => r.enqueued().map_or(0, |m| {
+                        48 + m.body.len()
+                            + m.key.map_or(0, ByteStr::len)
+                            + m.headers
                                 .iter()
                                 .map(|(k, v)| 8 + k.len() + v.len())
                                 .sum::<usize>()
-                    }
-                    Record::Send { msg, .. } => {
-                        48 + msg.body.len()
-                            + msg.idempotency_key.as_ref().map_or(0, ByteStr::len)
-                            + msg
-                                .headers
-                                .iter()
-                                .map(|(k, v)| 8 + k.len() + v.len())
-                                .sum::<usize>()
-                    }
-                    _ => 0,
+                    }),
                 }
         })
         .sum::<usize>()
@@ -219,49 +247,29 @@ pub(crate) fn encode_batch(out: &mut Vec<u8>, records: &[Record], sizes: &mut Ve
 
 fn encode_record(out: &mut Vec<u8>, r: &Record) {
     match r {
-        Record::Enqueue { queue, msg } => {
+        Record::Enqueue { queue, .. } | Record::Send { queue, .. } => {
+            let Some(m) = r.enqueued() else { return };
             out.push(TAG_ENQUEUE);
             put_str(out, queue);
-            put_u64(out, msg.seq);
-            out.push(msg.priority);
-            put_u64(out, msg.timestamp_ms);
-            match msg.expires_at_ms {
+            put_u64(out, m.seq);
+            out.push(m.priority);
+            put_u64(out, m.timestamp_ms);
+            match m.expires_at_ms {
                 None => out.push(0),
                 Some(t) => {
                     out.push(1);
                     put_u64(out, t);
                 }
             }
-            put_u32(out, msg.redelivery_count);
-            put_opt_str(out, msg.idempotency_key.as_deref());
-            put_len(out, msg.headers.len());
-            for (k, v) in &msg.headers {
-                put_str(out, k);
-                put_str(out, v);
+            put_u32(out, m.redelivery_count);
+            // As bytes: a ByteStr is UTF-8 already, `as_str` would only check it again.
+            put_opt_bytes(out, m.key.map(ByteStr::as_bytes));
+            put_len(out, m.headers.len());
+            for (k, v) in m.headers {
+                put_bytes(out, k.as_bytes());
+                put_bytes(out, v.as_bytes());
             }
-            put_bytes(out, &msg.body);
-        }
-        Record::Send { queue, seq, msg } => {
-            out.push(TAG_ENQUEUE);
-            put_str(out, queue);
-            put_u64(out, *seq);
-            out.push(msg.priority);
-            put_u64(out, msg.timestamp_ms);
-            match msg.expires_at_ms {
-                None => out.push(0),
-                Some(t) => {
-                    out.push(1);
-                    put_u64(out, t);
-                }
-            }
-            put_u32(out, 0);
-            put_opt_str(out, msg.idempotency_key.as_deref());
-            put_len(out, msg.headers.len());
-            for (k, v) in &msg.headers {
-                put_str(out, k);
-                put_str(out, v);
-            }
-            put_bytes(out, &msg.body);
+            put_bytes(out, m.body);
         }
         Record::Ack { queue, seq } => {
             out.push(TAG_ACK);
