@@ -332,6 +332,28 @@ impl Broker {
         &self.data_dir
     }
 
+    /// The admin listener's address (its `listening on` line names `admin`), waiting for it
+    /// up to [`TIMEOUT`]. Start the broker with `--admin-listen 127.0.0.1:0`.
+    #[track_caller]
+    pub fn admin_addr(&self) -> SocketAddr {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let log = self.log();
+            let found = log
+                .lines()
+                .filter(|l| l.contains("admin"))
+                .find_map(|l| listening_addrs(l).into_iter().next());
+            if let Some(a) = found {
+                return a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no admin `listening on ADDR` line within {TIMEOUT:?}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The log (stderr, and stdout lines prefixed `[stdout] `) of the current run so far.
     pub fn log(&self) -> String {
         let all = self.log.text();
@@ -522,4 +544,26 @@ mod tests {
             " INFO listening on"
         );
     }
+}
+
+/// One HTTP/1.1 request with an empty body to the admin listener; (status, whole response).
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect to admin");
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(TIMEOUT)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write request");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    (status, text)
 }

@@ -12,7 +12,7 @@
 mod broker;
 mod client;
 
-pub use broker::{rss_kib_of, stompd_bin, Broker, BrokerBuilder, CliOutput};
+pub use broker::{http, rss_kib_of, stompd_bin, Broker, BrokerBuilder, CliOutput};
 pub use client::{describe, send_frame, subscribe_frame, Client, Event};
 
 use std::time::Duration;

@@ -4,14 +4,13 @@
 //! an end-of-stream marker, browse with selective removal, idempotent producers, exact expiry and
 //! heart-beat grace.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use stompd_protocol::{Command, Frame, HeartBeat};
 use stompd_tests::{
-    config_with, describe, send_frame, subscribe_frame, Broker, Client, Event, QUIET, TIMEOUT,
+    config_with, describe, http, send_frame, subscribe_frame, Broker, Client, Event, QUIET, TIMEOUT,
 };
 
 const QUEUES: &str = r#"
@@ -865,53 +864,7 @@ fn config_closed_queue_refuses_send_and_gives_a_subscriber_one_end_of_stream_mes
 }
 
 /// The admin listener's address, from its `listening on ADDR` log line.
-fn admin_addr(broker: &Broker) -> SocketAddr {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        for line in broker.log().lines() {
-            if !line.contains("admin") {
-                continue;
-            }
-            if let Some((_, rest)) = line.split_once("listening on ") {
-                let token: String = rest
-                    .trim_start_matches(['"', '\'', '`', ' '])
-                    .chars()
-                    .take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']'))
-                    .collect();
-                if let Ok(a) = token.parse() {
-                    return a;
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no admin `listening on ADDR` line within {TIMEOUT:?}"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// One HTTP/1.1 request without a body; returns the status and the response text.
-fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect to admin");
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(TIMEOUT)).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write request");
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
-    (status, text)
-}
-
 #[test]
 fn queue_closed_through_admin_delivers_what_it_holds_then_one_end_of_stream_per_consumer() {
     let broker = Broker::builder()
@@ -919,7 +872,7 @@ fn queue_closed_through_admin_delivers_what_it_holds_then_one_end_of_stream_per_
         .arg("--admin-listen")
         .arg("127.0.0.1:0")
         .start();
-    let admin = admin_addr(&broker);
+    let admin = broker.admin_addr();
     let mut p = Client::connect_v12(broker.addr());
     for b in ["a", "b", "c"] {
         p.send_to_sync("/queue/drain", b.as_bytes(), &[]);
@@ -1282,7 +1235,7 @@ fn dead_letters_move_back_to_their_queue_through_the_admin_api_and_the_cli() {
         .arg("--admin-listen")
         .arg("127.0.0.1:0")
         .start();
-    let admin = admin_addr(&broker);
+    let admin = broker.admin_addr();
     let mut c = Client::connect_v12(broker.addr());
     for body in ["j1", "j2"] {
         c.send_to_sync("/queue/jobs", body.as_bytes(), &[("color", "red")]);
@@ -1343,7 +1296,7 @@ fn admin_broker() -> (Broker, SocketAddr) {
         .arg("--admin-listen")
         .arg("127.0.0.1:0")
         .start();
-    let admin = admin_addr(&broker);
+    let admin = broker.admin_addr();
     (broker, admin)
 }
 

@@ -2,12 +2,10 @@
 //! and RabbitMQ spellings, messages published while the subscriber was away, a restart of a
 //! persistent topic, removal by UNSUBSCRIBE, by the admin API and by RabbitMQ's `auto-delete`.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use stompd_protocol::{Command, Frame};
-use stompd_tests::{config_with, describe, Broker, Client, QUIET, TIMEOUT};
+use stompd_tests::{config_with, describe, http, Broker, Client, QUIET, TIMEOUT};
 
 const CONFIG: &str = r#"
 [topics.news]
@@ -180,53 +178,10 @@ fn rabbitmq_auto_delete_removes_the_subscription_when_its_last_subscriber_leaves
     assert_eq!(take(&mut k), ["kept"]);
 }
 
-fn admin_addr(broker: &Broker) -> SocketAddr {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        for line in broker.log().lines() {
-            if let Some((_, rest)) = line
-                .contains("admin")
-                .then(|| line.split_once("listening on "))
-                .flatten()
-            {
-                let token: String = rest
-                    .trim_start_matches(['"', '\'', '`', ' '])
-                    .chars()
-                    .take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']'))
-                    .collect();
-                if let Ok(a) = token.parse() {
-                    return a;
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "no admin listener in the log");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect to admin");
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
-}
-
 #[test]
 fn the_admin_api_lists_and_removes_a_durable_subscription_and_cancels_its_consumer() {
     let broker = broker();
-    let admin = admin_addr(&broker);
+    let admin = broker.admin_addr();
     let mut c = Client::connect_v12(broker.addr());
     c.subscribe_sync("ev", "/sys/events", "auto");
     c.send_with_receipt(sub(

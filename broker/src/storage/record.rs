@@ -217,16 +217,14 @@ pub(crate) fn estimate_batch(records: &[Record]) -> usize {
         .iter()
         .map(|r| {
             32 + r.queue().len()
-                + match r {
-                    _ => r.enqueued().map_or(0, |m| {
-                        48 + m.body.len()
-                            + m.key.map_or(0, ByteStr::len)
-                            + m.headers
-                                .iter()
-                                .map(|(k, v)| 8 + k.len() + v.len())
-                                .sum::<usize>()
-                    }),
-                }
+                + r.enqueued().map_or(0, |m| {
+                    48 + m.body.len()
+                        + m.key.map_or(0, ByteStr::len)
+                        + m.headers
+                            .iter()
+                            .map(|(k, v)| 8 + k.len() + v.len())
+                            .sum::<usize>()
+                })
         })
         .sum::<usize>()
         + 8
