@@ -220,12 +220,7 @@ impl Queue {
         let mut g = self.lock();
         let mut records = Vec::new();
         let seq = g.enqueue(msg, &mut records)?;
-        let dead = g.drain_into(&mut records);
-        if let (Some(journal), false) = (&self.journal, records.is_empty()) {
-            // Under the queue lock, like every append: journal order is delivery order.
-            journal.append_reporting(records, on_error);
-        }
-        drop(g);
+        let dead = g.finish_untracked(records, Some(on_error));
         self.after(host, dead);
         Ok(seq)
     }
@@ -270,12 +265,7 @@ impl Queue {
     pub fn settle(&self, host: &dyn QueueHost, consumer: ConsumerId, seqs: &[u64]) {
         let mut g = self.lock();
         g.ack(consumer, seqs);
-        let mut records = Vec::new();
-        let dead = g.drain_into(&mut records);
-        if let (Some(journal), false) = (&self.journal, records.is_empty()) {
-            journal.append_detached(records);
-        }
-        drop(g);
+        let dead = g.finish_untracked(Vec::new(), None);
         self.after(host, dead);
     }
 
@@ -534,6 +524,24 @@ impl QueueGuard<'_> {
             _ => None,
         };
         (commit, dead)
+    }
+
+    /// [`QueueGuard::finish`] without a [`Commit`]: a journal failure goes to `on_error` if
+    /// given, else only to the log.
+    pub fn finish_untracked(
+        mut self,
+        mut records: Vec<Record>,
+        on_error: Option<&ErrorSink>,
+    ) -> Vec<DeadLetter> {
+        let dead = self.drain_into(&mut records);
+        if let (Some(journal), false) = (&self.queue.journal, records.is_empty()) {
+            // Under the queue lock, like every append: journal order is delivery order.
+            match on_error {
+                Some(sink) => journal.append_reporting(records, sink),
+                None => journal.append_detached(records),
+            }
+        }
+        dead
     }
 
     /// Hands out deliveries and adds this queue's journal records to `records`, keeping the lock:

@@ -914,7 +914,10 @@ impl QueueState {
         now_ms: u64,
         fx: &mut Effects,
     ) {
-        entry.msg = Some(msg.clone());
+        if entry.msg.is_none() {
+            // Read back from the journal: in flight it stays in memory.
+            entry.msg = Some(msg.clone());
+        }
         let consumer = &mut self.consumers[ci];
         consumer.in_flight += 1;
         consumer.in_flight_bytes += entry.size;
